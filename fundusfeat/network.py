@@ -1,0 +1,206 @@
+"""Keypoint detector + descriptor networks.
+
+Two architectures share one output contract and one training code path:
+
+- ``R2D2Net`` (``"r2d2"``): the paper's fully convolutional Quad-L2-Net. Every
+  layer keeps the input resolution (dilation instead of stride), about 0.48 M
+  parameters and 0.48 M multiply-adds per input pixel.
+- ``FastNet`` (``"fast"``): a CPU-friendly variant. A stride-8 encoder produces
+  the descriptors (and their reliability) at 1/8 resolution; a light decoder with
+  skip connections produces the repeatability heatmap at full resolution so that
+  keypoints are localised to the pixel (and refined to sub-pixel downstream).
+  Roughly 50x fewer multiply-adds per pixel than ``R2D2Net``.
+
+``forward(images)`` takes ``(B, 3, H, W)`` float32 RGB images normalised by
+:data:`IMAGE_MEAN` / :data:`IMAGE_STD` and returns ``(descriptors, reliability,
+repeatability)``:
+
+- descriptors: ``(B, D, H / s, W / s)`` float32, unit L2 norm along dim 1, where
+  ``s = model.descriptor_stride`` (1 for ``r2d2``, 8 for ``fast``). Sample them at
+  pixel coordinates with :func:`fundusfeat.keypoints.sample_descriptors`, which
+  handles any stride (pixel-centre convention, ``align_corners=False``).
+- reliability: ``(B, 1, H, W)`` float32 in [0, 1].
+- repeatability: ``(B, 1, H, W)`` float32 in [0, 1].
+
+The same forward is used for training and for inference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+MODEL_NAMES = ("r2d2", "fast")
+
+
+def _conv_bn(
+    cin: int,
+    cout: int,
+    k: int = 3,
+    dilation: int = 1,
+    stride: int = 1,
+    relu: bool = True,
+    bn: bool = True,
+) -> nn.Sequential:
+    """Conv (same padding for odd k, or exact 'same' size for even k and even dilation)."""
+    pad = ((k - 1) * dilation) // 2
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=not bn)
+    ]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout, affine=False))
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _two_class_head(x2: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Softmax over a 2-channel 1x1 conv of ``x2``; returns channel 1, shape (B, 1, H, W)."""
+    return F.softmax(conv(x2), dim=1)[:, 1:2]
+
+
+def _he_init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class R2D2Net(nn.Module):
+    """The paper's network (R2D2 Quad-L2-Net), output at input resolution.
+
+    Body: 3x3 convs 32-32-64-64-128-128 (BatchNorm without affine + ReLU), with the
+    dilation doubling after the third and fifth conv where L2-Net would stride; then
+    three 2x2 convs of 128 channels (dilations 4, 8, 16), the last with BatchNorm and
+    no ReLU. Heads: reliability and repeatability are each a 2-channel 1x1 conv on
+    the squared features followed by a softmax; descriptors are the L2-normalised
+    features.
+    """
+
+    descriptor_stride = 1
+    name = "r2d2"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__()
+        spec = [  # (cin, cout, kernel, dilation, relu)
+            (3, 32, 3, 1, True),
+            (32, 32, 3, 1, True),
+            (32, 64, 3, 1, True),
+            (64, 64, 3, 2, True),
+            (64, 128, 3, 2, True),
+            (128, 128, 3, 4, True),
+            (128, 128, 2, 4, True),
+            (128, 128, 2, 8, True),
+            (128, dim, 2, 16, False),
+        ]
+        self.body = nn.Sequential(*[_conv_bn(a, b, k, d, relu=r) for a, b, k, d, r in spec])
+        self.dim = dim
+        self.clf = nn.Conv2d(dim, 2, 1)  # reliability
+        self.sal = nn.Conv2d(dim, 2, 1)  # repeatability
+        _he_init(self)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _check_images(images)
+        x = self.body(images)
+        x2 = x * x
+        return F.normalize(x, dim=1), _two_class_head(x2, self.clf), _two_class_head(x2, self.sal)
+
+
+class FastNet(nn.Module):
+    """CPU-fast variant: stride-8 descriptors, full-resolution repeatability.
+
+    Encoder (channels at strides 1/2/4/8): 8, 16, 32, 128. The 1/8 features give the
+    128-D descriptors and the reliability (upsampled bilinearly to full size). A
+    decoder climbs back to full resolution with additive skips (32 -> 16 -> 8
+    channels) and predicts the repeatability at every input pixel.
+    Input height and width need not be multiples of 8.
+    """
+
+    descriptor_stride = 8
+    name = "fast"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__()
+        self.dim = dim
+        self.stem = _conv_bn(3, 8)  # 1/1
+        self.enc2 = nn.Sequential(_conv_bn(8, 16, stride=2), _conv_bn(16, 16))  # 1/2
+        self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _conv_bn(32, 32))  # 1/4
+        self.enc8 = nn.Sequential(
+            _conv_bn(32, 64, stride=2),
+            _conv_bn(64, 64),
+            _conv_bn(64, 128),
+            _conv_bn(128, 128, dilation=2),
+            _conv_bn(128, dim, relu=False),
+        )  # 1/8
+        self.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
+        self.lat8 = _conv_bn(dim, 32, k=1)
+        self.dec4 = _conv_bn(32, 16)
+        self.dec2 = _conv_bn(16, 8)
+        self.dec1 = _conv_bn(8, 8)
+        self.sal = nn.Conv2d(8, 2, 1)  # repeatability, at 1/1
+        _he_init(self)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _check_images(images)
+        size = images.shape[-2:]
+        f1 = self.stem(images)
+        f2 = self.enc2(f1)
+        f4 = self.enc4(f2)
+        x = self.enc8(f4)
+        rel = _two_class_head(x * x, self.clf)
+        d4 = self.dec4(_up_to(self.lat8(x), f4) + f4)
+        d2 = self.dec2(_up_to(d4, f2) + f2)
+        d1 = self.dec1(_up_to(d2, f1) + f1)
+        rep = _two_class_head(d1 * d1, self.sal)
+        rel = F.interpolate(rel, size=size, mode="bilinear", align_corners=False)
+        return F.normalize(x, dim=1), rel, rep
+
+
+def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor, got {images.dtype}")
+
+
+def build_network(model: str = "r2d2", dim: int = 128) -> nn.Module:
+    """Build an untrained network by name (``"r2d2"`` or ``"fast"``)."""
+    if model == "r2d2":
+        return R2D2Net(dim)
+    if model == "fast":
+        return FastNet(dim)
+    raise ValueError(f"model must be one of {MODEL_NAMES}, got {model!r}")
+
+
+def count_macs_per_pixel(net: nn.Module, size: int = 256) -> float:
+    """Multiply-adds of the convolutions per input pixel, measured with forward hooks."""
+    total = 0
+
+    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            total += out.numel() * k
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.inference_mode():
+            net(torch.zeros(1, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    return total / (size * size)
