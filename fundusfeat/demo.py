@@ -1,0 +1,202 @@
+"""The embedded demo pair: two views of one fundus photograph with a known homography.
+
+``fundusfeat/data/retina_a.jpg`` is scikit-image's CC0 retina photograph resized to
+a long side of :data:`DEMO_SIZE` pixels; ``retina_b.jpg`` is the same image under a
+fixed, moderate projective warp and a fixed photometric change (gamma, contrast,
+brightness, colour cast, mild blur). ``demo_pair.json`` stores the true homography.
+:func:`make_demo_pair` is the code that made them, so the pair is reproducible.
+
+Coordinates: pixel (x, y), x before y, the centre of the top-left pixel at (0, 0)
+(the convention of ``cv2.warpPerspective``). ``H`` maps points of image A onto
+image B: ``p_b ~ H @ [x_a, y_a, 1]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DEMO_SIZE = 768
+"""Long side (pixels) of the embedded demo images."""
+
+JPEG_QUALITY = 90
+FILE_A, FILE_B, FILE_META = "retina_a.jpg", "retina_b.jpg", "demo_pair.json"
+
+
+@dataclass(frozen=True)
+class DemoPairSpec:
+    """The fixed warp and photometric change that turn view A into view B.
+
+    Attributes:
+        rotation_deg: in-plane rotation about the image centre (degrees, counter-clockwise
+            as displayed, the sign convention of ``cv2.getRotationMatrix2D``).
+        scale: isotropic scale about the image centre.
+        translation: (tx, ty) shift as a fraction of (width, height).
+        perspective: (px, py) perspective coefficients times the long side.
+        gamma: exponent applied to intensities in [0, 1] (< 1 brightens mid-tones).
+        contrast: contrast factor about the mean intensity.
+        brightness: additive offset in [0, 1] units.
+        color_gain: per-channel (B, G, R) gain, a colour cast.
+        blur_sigma: Gaussian blur sigma (pixels).
+    """
+
+    rotation_deg: float = 10.0
+    scale: float = 0.95
+    translation: tuple[float, float] = (0.05, -0.04)
+    perspective: tuple[float, float] = (0.04, -0.03)
+    gamma: float = 0.8
+    contrast: float = 1.15
+    brightness: float = 0.03
+    color_gain: tuple[float, float, float] = (0.85, 1.0, 1.08)
+    blur_sigma: float = 1.0
+
+
+DEMO_SPEC = DemoPairSpec()
+
+
+def demo_homography(width: int, height: int, spec: DemoPairSpec = DEMO_SPEC) -> np.ndarray:
+    """The demo warp for an image of ``width`` x ``height`` pixels.
+
+    Returns:
+        (3, 3) float64 homography mapping view-A pixels to view-B pixels, ``H[2, 2] == 1``.
+    """
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    rotation_scale = np.eye(3)
+    rotation_scale[:2] = cv2.getRotationMatrix2D((0.0, 0.0), spec.rotation_deg, spec.scale)
+    size = float(max(width, height))
+    tilt = np.eye(3)
+    tilt[2, :2] = np.asarray(spec.perspective) / size
+    to_centre = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
+    from_centre = np.array(
+        [
+            [1.0, 0.0, cx + spec.translation[0] * width],
+            [0.0, 1.0, cy + spec.translation[1] * height],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+    H = from_centre @ rotation_scale @ tilt @ to_centre
+    return H / H[2, 2]
+
+
+def _photometric(image: np.ndarray, spec: DemoPairSpec) -> np.ndarray:
+    """Apply the fixed photometric change to a (H, W, 3) uint8 BGR image; returns uint8."""
+    img = (image.astype(np.float32) / 255.0) ** spec.gamma
+    mean = img.reshape(-1, 3).mean(axis=0)
+    img = (img - mean) * spec.contrast + mean + spec.brightness
+    img = img * np.asarray(spec.color_gain, dtype=np.float32)
+    if spec.blur_sigma > 0:
+        img = cv2.GaussianBlur(img, (0, 0), spec.blur_sigma)
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if max(h, w) == long_side:
+        return image.copy()
+    factor = long_side / max(h, w)
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def make_demo_pair(
+    image: np.ndarray, spec: DemoPairSpec = DEMO_SPEC, long_side: int = DEMO_SIZE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Make the demo pair from a colour fundus photograph (deterministic, no randomness).
+
+    Args:
+        image: (H, W, 3) uint8 BGR photograph (e.g. ``cv2.imread`` of
+            ``skimage.data.retina``'s file).
+        spec: the warp and photometric change.
+        long_side: view A is ``image`` resized (INTER_AREA) to this long side.
+
+    Returns:
+        ``(a, b, H)``: view A and view B, both (h, w, 3) uint8 BGR of the same size,
+        and the (3, 3) float64 homography mapping A pixels to B pixels.
+
+    Raises:
+        ValueError: if ``image`` is not an (H, W, 3) uint8 array.
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError("image: expected an (H, W, 3) uint8 BGR array")
+    if image.shape[2] != 3:
+        raise ValueError(f"image: expected 3 channels, got shape {image.shape}")
+    a = _resize_long_side(image, long_side)
+    h, w = a.shape[:2]
+    H = demo_homography(w, h, spec)
+    warped = cv2.warpPerspective(
+        a, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    return a, _photometric(warped, spec), H
+
+
+def save_demo_pair(image: np.ndarray, directory: str | Path) -> None:
+    """Make the demo pair from ``image`` and write the three data files into ``directory``.
+
+    This is how ``fundusfeat/data`` was made, from ``../shared/data/retina.jpg``::
+
+        python -c "import cv2; from fundusfeat.demo import save_demo_pair; \\
+            save_demo_pair(cv2.imread('../shared/data/retina.jpg'), 'fundusfeat/data')"
+    """
+    a, b, H = make_demo_pair(image)
+    directory = Path(directory)
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    for name, img in ((FILE_A, a), (FILE_B, b)):
+        if not cv2.imwrite(str(directory / name), img, params):
+            raise OSError(f"could not write {directory / name}")
+    meta = {
+        "H": H.tolist(),
+        "H_convention": "maps retina_a.jpg pixels (x, y) onto retina_b.jpg pixels",
+        "width": a.shape[1],
+        "height": a.shape[0],
+        "spec": asdict(DEMO_SPEC),
+        "source": "skimage.data.retina (Wikimedia Commons), CC0",
+    }
+    (directory / FILE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _read_data(name: str) -> bytes:
+    return resources.files("fundusfeat").joinpath("data", name).read_bytes()
+
+
+def _decode(name: str) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(_read_data(name), np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f"fundusfeat/data/{name} is not a readable image")
+    return img
+
+
+def load_demo_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Load the embedded demo pair.
+
+    Returns:
+        ``(img1, img2, H_true)``: view A and view B as (768, 768, 3) uint8 BGR (as
+        ``cv2.imread`` gives) and the (3, 3) float64 homography mapping img1 pixels
+        onto img2 pixels.
+    """
+    meta = json.loads(_read_data(FILE_META).decode("utf-8"))
+    return _decode(FILE_A), _decode(FILE_B), np.asarray(meta["H"], dtype=np.float64)
+
+
+def mean_corner_error(H_est: np.ndarray, H_true: np.ndarray, width: int, height: int) -> float:
+    """Mean distance (image-2 pixels) between the four image-1 corners mapped by each H.
+
+    Args:
+        H_est, H_true: (3, 3) homographies mapping image-1 pixels onto image 2.
+        width, height: size of image 1 (pixels).
+
+    Returns:
+        The mean Euclidean corner error; ``inf`` if ``H_est`` sends a corner to infinity.
+    """
+    corners = np.array(
+        [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64
+    ).reshape(-1, 1, 2)
+    est = cv2.perspectiveTransform(corners, np.asarray(H_est, np.float64))
+    true = cv2.perspectiveTransform(corners, np.asarray(H_true, np.float64))
+    err = np.linalg.norm(est - true, axis=-1)
+    return float(np.mean(err)) if np.all(np.isfinite(err)) else math.inf

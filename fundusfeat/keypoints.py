@@ -1,0 +1,420 @@
+"""Pure tensor functions from network outputs to keypoints and descriptors.
+
+All functions are batched and device-agnostic (they follow their input tensors) and have
+no per-keypoint Python loops. Coordinates are ``(x, y)`` pixels with the origin at the
+centre of the top-left pixel.
+
+Keypoint score: ``score = repeatability * reliability``. Keypoints are the strict 3x3
+local maxima of that score with ``repeatability >= rep_thr`` and
+``reliability >= rel_thr``, ranked by score. (R2D2 takes the maxima of the repeatability
+alone; the product gives the same peaks where the reliability is locally flat, and it
+stays well defined where the repeatability saturates, e.g. for an untrained network.)
+
+Descriptor sampling (shared with the trainer, keep it identical): descriptors at stride
+``s`` are sampled at feature coordinate ``u = x / s`` with bilinear ``grid_sample`` and
+``align_corners=False``, i.e. normalised coordinate ``(2 u + 1) / w - 1`` for a map of
+width ``w`` (same for y with the height), then L2-normalised.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+DEFAULT_REP_THR = 0.7
+"""Repeatability threshold (R2D2's default). With the untrained placeholder weights the
+0.7/0.7 defaults still give a few dozen keypoints on a fundus image (tested), because
+both maps saturate towards 0 or 1 at random initialisation."""
+DEFAULT_REL_THR = 0.7
+"""Reliability threshold (R2D2's default)."""
+DEFAULT_SCALE_F = 2**0.25
+DEFAULT_MIN_SCALE = 1.0 / 3.0
+DEFAULT_MAX_KEYPOINTS = 5000
+DEFAULT_MIN_SIZE = 32
+"""Pyramid levels whose shorter side would be below this many pixels are skipped."""
+DEFAULT_BORDER = 8
+"""Keypoints closer than this (level pixels) to the image border or the mask edge are dropped."""
+
+
+class Candidates(NamedTuple):
+    """Selected keypoints of a batch, flattened over images.
+
+    Attributes:
+        batch: ``(N,)`` int64 image index of each keypoint.
+        xy: ``(N, 2)`` int64 pixel ``(x, y)``.
+        score: ``(N,)`` float32 ``repeatability * reliability``.
+    """
+
+    batch: torch.Tensor
+    xy: torch.Tensor
+    score: torch.Tensor
+
+
+class MultiScaleFeatures(NamedTuple):
+    """Keypoints of one image from :func:`extract_multiscale`.
+
+    Attributes:
+        xy: ``(N, 2)`` float32 sub-pixel ``(x, y)`` in the input tensor's pixels.
+        scale: ``(N,)`` float32 pyramid scale at which each keypoint was found (1 = input).
+        score: ``(N,)`` float32 ``repeatability * reliability``, sorted descending.
+        desc: ``(N, D)`` float32 unit-norm descriptors.
+    """
+
+    xy: torch.Tensor
+    scale: torch.Tensor
+    score: torch.Tensor
+    desc: torch.Tensor
+
+
+def _check_map(t: torch.Tensor, name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.ndim != 4 or t.shape[1] != 1:
+        raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(t.shape)}")
+
+
+def nms(rep: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """Strict local maxima.
+
+    A pixel is kept when it equals the maximum of its ``kernel x kernel`` neighbourhood
+    and is strictly greater than the minimum there, so flat regions (e.g. a blank
+    image) give no maxima.
+
+    Args:
+        rep: ``(B, 1, H, W)`` float map.
+        kernel: odd window size.
+
+    Returns:
+        ``(B, 1, H, W)`` bool mask.
+    """
+    _check_map(rep, "rep")
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"kernel must be a positive odd integer, got {kernel}")
+    pad = kernel // 2
+    local_max = F.max_pool2d(rep, kernel, stride=1, padding=pad)
+    local_min = -F.max_pool2d(-rep, kernel, stride=1, padding=pad)
+    return (rep == local_max) & (rep > local_min)
+
+
+def erode_mask(valid: torch.Tensor, border: int) -> torch.Tensor:
+    """Shrink a bool mask by ``border`` pixels (square window); outside the image is invalid.
+
+    Args:
+        valid: ``(B, 1, H, W)`` bool.
+        border: erosion radius in pixels (0 returns the mask unchanged).
+
+    Returns:
+        ``(B, 1, H, W)`` bool.
+    """
+    if border <= 0:
+        return valid
+    invalid = F.pad((~valid).float(), (border,) * 4, value=1.0)
+    return F.max_pool2d(invalid, 2 * border + 1, stride=1) == 0
+
+
+def select_keypoints(
+    rep: torch.Tensor,
+    rel: torch.Tensor,
+    valid_mask: torch.Tensor | None,
+    rep_thr: float = DEFAULT_REP_THR,
+    rel_thr: float = DEFAULT_REL_THR,
+    max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
+) -> Candidates:
+    """Local maxima of ``rep * rel`` above both thresholds, top ``max_keypoints`` per image.
+
+    Args:
+        rep: ``(B, 1, H, W)`` repeatability in [0, 1].
+        rel: ``(B, 1, H, W)`` reliability in [0, 1].
+        valid_mask: ``(B, 1, H, W)`` bool where keypoints may lie, or None.
+        rep_thr: minimum repeatability.
+        rel_thr: minimum reliability.
+        max_keypoints: maximum number of keypoints per image.
+
+    Returns:
+        :class:`Candidates`, grouped by image and sorted by descending score within an
+        image (stable: ties keep raster order).
+    """
+    _check_map(rep, "rep")
+    _check_map(rel, "rel")
+    if rel.shape != rep.shape:
+        raise ValueError(f"rel must have rep's shape {tuple(rep.shape)}, got {tuple(rel.shape)}")
+    score = rep * rel
+    keep = nms(score) & (rep >= rep_thr) & (rel >= rel_thr)
+    if valid_mask is not None:
+        keep &= valid_mask
+    b, _, y, x = keep.nonzero(as_tuple=True)
+    s = score[b, 0, y, x]
+    order = _top_k_per_image(b, s, max_keypoints)
+    return Candidates(b[order], torch.stack([x[order], y[order]], dim=1), s[order])
+
+
+def _top_k_per_image(batch: torch.Tensor, score: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices sorting by (image, -score), keeping the first ``k`` of each image."""
+    order = torch.sort(score, descending=True, stable=True).indices
+    order = order[torch.sort(batch[order], stable=True).indices]
+    sorted_batch = batch[order]
+    counts = torch.bincount(sorted_batch, minlength=1)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(order), device=batch.device) - starts[sorted_batch]
+    return order[rank < k]
+
+
+def subpixel_refine(
+    rep: torch.Tensor, xy: torch.Tensor, batch: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Refine integer peaks with a quadratic fit of their 3x3 neighbourhood.
+
+    The offset is ``-H^-1 g`` with the finite-difference gradient ``g`` and Hessian
+    ``H`` of ``rep`` at the peak; it is zero where ``H`` is not negative definite, and
+    clipped to [-0.5, 0.5] per axis.
+
+    Args:
+        rep: ``(B, 1, H, W)`` float map (the one whose maxima were taken).
+        xy: ``(N, 2)`` integer ``(x, y)`` peak positions.
+        batch: ``(N,)`` image index of each peak (all 0 when None).
+
+    Returns:
+        ``(N, 2)`` float32 refined ``(x, y)``.
+    """
+    _check_map(rep, "rep")
+    xy = xy.long()
+    if batch is None:
+        batch = torch.zeros(len(xy), dtype=torch.long, device=xy.device)
+    padded = F.pad(rep.float(), (1, 1, 1, 1), mode="replicate")[:, 0]
+    x, y = xy[:, 0] + 1, xy[:, 1] + 1
+
+    def at(dx: int, dy: int) -> torch.Tensor:
+        return padded[batch, y + dy, x + dx]
+
+    c = at(0, 0)
+    gx, gy = (at(1, 0) - at(-1, 0)) / 2, (at(0, 1) - at(0, -1)) / 2
+    hxx, hyy = at(1, 0) + at(-1, 0) - 2 * c, at(0, 1) + at(0, -1) - 2 * c
+    hxy = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / 4
+    det = hxx * hyy - hxy * hxy
+    ok = (hxx < 0) & (det > 1e-12)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    ox = torch.where(ok, -(hyy * gx - hxy * gy) / safe, torch.zeros_like(det))
+    oy = torch.where(ok, -(hxx * gy - hxy * gx) / safe, torch.zeros_like(det))
+    offset = torch.stack([ox, oy], dim=1).clamp(-0.5, 0.5)
+    return xy.float() + offset
+
+
+def sample_descriptors(
+    desc: torch.Tensor,
+    xy: torch.Tensor,
+    stride: int = 1,
+    batch: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bilinearly sample unit descriptors at pixel coordinates.
+
+    The feature coordinate of input pixel ``x`` is ``u = x / stride``; with
+    ``grid_sample(align_corners=False)`` that is the normalised coordinate
+    ``(2 u + 1) / w - 1`` (``w`` = map width; likewise y). Points outside the map read
+    zero padding. Results are L2-normalised.
+
+    Args:
+        desc: ``(B, D, h, w)`` descriptor map.
+        xy: ``(N, 2)`` float ``(x, y)`` in input pixels (the map covers ``stride`` times
+            its size in pixels).
+        stride: input pixels per descriptor cell.
+        batch: ``(N,)`` image index of each point (all 0 when None).
+
+    Returns:
+        ``(N, D)`` rows of unit L2 norm (zero rows for points far outside), float32 or
+        the floating dtype of ``desc``.
+    """
+    if desc.ndim != 4:
+        raise ValueError(f"desc must have shape (B, D, h, w), got {tuple(desc.shape)}")
+    n, d = xy.shape[0], desc.shape[1]
+    if batch is None:
+        batch = torch.zeros(n, dtype=torch.long, device=desc.device)
+    dtype = desc.dtype if desc.is_floating_point() else torch.float32
+    out = desc.new_zeros((n, d), dtype=dtype)
+    h, w = desc.shape[-2:]
+    size = torch.tensor([w, h], dtype=dtype, device=desc.device)
+    grid_all = (2.0 * xy.to(device=desc.device, dtype=dtype) / stride + 1.0) / size - 1.0
+    for b in range(desc.shape[0]):  # loop over images, not keypoints
+        sel = (batch == b).nonzero(as_tuple=True)[0]
+        if len(sel) == 0:
+            continue
+        grid = grid_all[sel].view(1, 1, -1, 2)
+        sampled = F.grid_sample(desc[b : b + 1].to(dtype), grid, align_corners=False)
+        out[sel] = sampled[0, :, 0].t()
+    return F.normalize(out, dim=1)
+
+
+def pyramid_scales(
+    height: int,
+    width: int,
+    scale_f: float = DEFAULT_SCALE_F,
+    min_scale: float = DEFAULT_MIN_SCALE,
+    max_scale: float = 1.0,
+    min_size: int = DEFAULT_MIN_SIZE,
+) -> list[float]:
+    """Scales ``max_scale, max_scale / scale_f, ...`` down to ``min_scale`` (inclusive).
+
+    Levels whose shorter side would be smaller than ``min_size`` pixels are skipped. At
+    least one level (``max_scale``) is always returned.
+    """
+    if scale_f <= 1.0:
+        raise ValueError(f"scale_f must be > 1, got {scale_f}")
+    if not 0 < min_scale <= max_scale:
+        raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+    scales, s = [], float(max_scale)
+    while s >= min_scale * (1 - 1e-6) and (not scales or min(height, width) * s >= min_size):
+        scales.append(s)
+        s /= scale_f
+    return scales
+
+
+@torch.inference_mode()
+def extract_multiscale(
+    net: nn.Module,
+    image: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    scale_f: float = DEFAULT_SCALE_F,
+    min_scale: float = DEFAULT_MIN_SCALE,
+    max_scale: float = 1.0,
+    rep_thr: float = DEFAULT_REP_THR,
+    rel_thr: float = DEFAULT_REL_THR,
+    max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
+    min_size: int = DEFAULT_MIN_SIZE,
+    border: int = DEFAULT_BORDER,
+    levels: list[float] | None = None,
+) -> list[MultiScaleFeatures]:
+    """Multi-scale keypoints and descriptors of a batch of images.
+
+    For each pyramid scale (see :func:`pyramid_scales`), the images are resized with
+    bilinear antialiased ``F.interpolate`` to ``round(H s) x round(W s)``; keypoints are
+    selected with :func:`select_keypoints` inside the resized ``valid`` mask eroded by
+    ``border`` level pixels (which also drops the image border), refined with
+    :func:`subpixel_refine` on the score map, described from that level's descriptor
+    map, and mapped back with ``x = (x_s + 0.5) / s_x - 0.5`` (exact per-axis factors).
+    The top ``max_keypoints`` by score over all levels are kept.
+
+    Args:
+        net: network returning ``(desc, rel, rep)``; ``net.descriptor_stride`` is used.
+        image: ``(B, 3, H, W)`` float32 normalised RGB (see ``preprocess.to_tensor``).
+        valid: ``(B, 1, H, W)`` bool region of interest, or None (whole image).
+        scale_f: ratio between successive pyramid scales (> 1).
+        min_scale: smallest scale (the paper stops below 1/3).
+        max_scale: first (largest) scale.
+        rep_thr: repeatability threshold.
+        rel_thr: reliability threshold.
+        max_keypoints: keypoints kept per image over all scales.
+        min_size: smallest level side in pixels.
+        border: erosion of ``valid`` in level pixels.
+        levels: explicit list of scales overriding the pyramid parameters.
+
+    Returns:
+        One :class:`MultiScaleFeatures` per image, sorted by descending score.
+    """
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+    bsz, _, h, w = image.shape
+    if valid is None:
+        valid = torch.ones((bsz, 1, h, w), dtype=torch.bool, device=image.device)
+    if valid.shape != (bsz, 1, h, w) or valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a bool tensor of shape {(bsz, 1, h, w)}")
+    if levels is None:
+        levels = pyramid_scales(h, w, scale_f, min_scale, max_scale, min_size)
+    per_level = [
+        _extract_level(net, image, valid, s, rep_thr, rel_thr, max_keypoints, border)
+        for s in levels
+    ]
+    return [_merge_levels([lvl[b] for lvl in per_level], max_keypoints) for b in range(bsz)]
+
+
+def _run_level(
+    net: nn.Module, image: torch.Tensor, scale: float
+) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Network outputs at one pyramid scale: ``(size (h, w), desc, rel, rep)``."""
+    h, w = image.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size != (h, w):
+        image = F.interpolate(image, size=size, mode="bilinear", antialias=True)
+    desc, rel, rep = net(image.contiguous(memory_format=torch.channels_last))
+    return size, desc, rel, rep
+
+
+def _level_factor(size: tuple[int, int], h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Exact per-axis resize factors ``(sx, sy)`` of a level, shape (2,)."""
+    return torch.tensor([size[1] / w, size[0] / h], dtype=torch.float32, device=device)
+
+
+def _extract_level(
+    net: nn.Module,
+    image: torch.Tensor,
+    valid: torch.Tensor,
+    scale: float,
+    rep_thr: float,
+    rel_thr: float,
+    max_keypoints: int,
+    border: int,
+) -> list[MultiScaleFeatures]:
+    """Keypoints of one pyramid level, in input-tensor coordinates, per image."""
+    h, w = image.shape[-2:]
+    size, desc, rel, rep = _run_level(net, image, scale)
+    valid_s = F.interpolate(valid.float(), size=size, mode="bilinear") > 0.5
+    cand = select_keypoints(rep, rel, erode_mask(valid_s, border), rep_thr, rel_thr, max_keypoints)
+    xy_s = subpixel_refine(rep * rel, cand.xy, cand.batch)
+    d = sample_descriptors(desc, xy_s, getattr(net, "descriptor_stride", 1), cand.batch)
+    xy = (xy_s + 0.5) / _level_factor(size, h, w, xy_s.device) - 0.5
+    scales = torch.full_like(cand.score, scale)
+    return [
+        MultiScaleFeatures(xy[sel], scales[sel], cand.score[sel], d[sel])
+        for sel in (cand.batch == b for b in range(image.shape[0]))
+    ]
+
+
+@torch.inference_mode()
+def describe_at(
+    net: nn.Module, image: torch.Tensor, xy: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Descriptors at given points, each computed at its own pyramid scale.
+
+    The network runs once per distinct value of ``scale``; each point is described from
+    that level's map at ``x_s = (x + 0.5) * s_x - 0.5`` (exact per-axis factors).
+
+    Args:
+        net: network returning ``(desc, rel, rep)``.
+        image: ``(1, 3, H, W)`` float32 normalised RGB.
+        xy: ``(N, 2)`` float ``(x, y)`` in the image's pixels.
+        scale: ``(N,)`` float pyramid scale per point (e.g. from :func:`pyramid_scales`).
+
+    Returns:
+        ``(N, D)`` float32 unit-norm descriptors.
+    """
+    if image.ndim != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"image must have shape (1, 3, H, W), got {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    xy = xy.float().to(image.device)
+    out: torch.Tensor | None = None
+    for s in torch.unique(scale).tolist():
+        sel = (scale == s).nonzero(as_tuple=True)[0].to(image.device)
+        size, desc, _, _ = _run_level(net, image, s)
+        xy_s = (xy[sel] + 0.5) * _level_factor(size, h, w, image.device) - 0.5
+        d = sample_descriptors(desc, xy_s, getattr(net, "descriptor_stride", 1))
+        out = d.new_zeros((len(xy), d.shape[1])) if out is None else out
+        out[sel] = d
+    if out is None:
+        dim = getattr(net, "dim", 128)
+        return torch.zeros((0, dim), dtype=torch.float32, device=image.device)
+    return out
+
+
+def _merge_levels(levels: list[MultiScaleFeatures], max_keypoints: int) -> MultiScaleFeatures:
+    """Concatenate levels and keep the top ``max_keypoints`` (stable: larger scale first)."""
+    merged = MultiScaleFeatures(*(torch.cat(parts) for parts in zip(*levels, strict=True)))
+    order = torch.sort(merged.score, descending=True, stable=True).indices[:max_keypoints]
+    return MultiScaleFeatures(*(t[order] for t in merged))
+
+
+def octave_of(scale: torch.Tensor, scale_f: float = DEFAULT_SCALE_F) -> torch.Tensor:
+    """Pyramid level index (0 = scale 1) of keypoints found at ``scale``: ``(N,)`` int64."""
+    return torch.round(-torch.log(scale) / math.log(scale_f)).long()

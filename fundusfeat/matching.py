@@ -1,0 +1,176 @@
+"""FundusMatcher: brute-force L2 matching with cv2.BFMatcher semantics, on torch.
+
+``match`` with ``crossCheck=True`` returns exactly what
+``cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match`` returns (mutual nearest
+neighbours, ordered by ``queryIdx``, distance = Euclidean distance in float32), up to
+the order of candidates whose distances tie within float rounding.
+
+Distances are ranked from ``|a|^2 + |b|^2 - 2 a.b`` computed in chunks on the matcher's
+device (CUDA if available), and the reported distances are recomputed exactly as
+``|a - b|`` for the selected pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+_CHUNK = 4096  # query rows per distance block
+
+
+def validate_descriptors(desc: Any, name: str) -> np.ndarray:
+    """Check a descriptor matrix: ``(N, D)`` float32 (float64 is converted), finite.
+
+    Raises:
+        TypeError: not a numpy array or not floating point.
+        ValueError: not 2-D or non-finite values.
+    """
+    if not isinstance(desc, np.ndarray):
+        kind = "None" if desc is None else type(desc).__name__
+        raise TypeError(f"{name} must be a float32 numpy.ndarray of shape (N, D), got {kind}")
+    if desc.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must have dtype float32, got {desc.dtype}")
+    if desc.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, D), got shape {desc.shape}")
+    if desc.size and not np.isfinite(desc).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(desc, dtype=np.float32)
+
+
+def _validate_pair(desc1: Any, desc2: Any) -> tuple[np.ndarray, np.ndarray]:
+    d1 = validate_descriptors(desc1, "descriptors1")
+    d2 = validate_descriptors(desc2, "descriptors2")
+    if len(d1) and len(d2) and d1.shape[1] != d2.shape[1]:
+        raise ValueError(
+            f"descriptors1 and descriptors2 must have the same width, "
+            f"got {d1.shape[1]} and {d2.shape[1]}"
+        )
+    return d1, d2
+
+
+class FundusMatcher:
+    """Nearest-neighbour matcher for float descriptors (L2), cv2.DescriptorMatcher-like.
+
+    Create with :meth:`create`. ``match`` returns the nearest train descriptor of each
+    query, restricted to mutual nearest neighbours when ``crossCheck`` and to
+    ``d1 < ratio * d2`` (Lowe's ratio test) when ``ratio`` is set.
+    """
+
+    def __init__(
+        self,
+        crossCheck: bool = True,
+        ratio: float | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if ratio is not None and not 0.0 < ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1] or None, got {ratio!r}")
+        self.crossCheck = bool(crossCheck)
+        self.ratio = ratio
+        self.device = torch.device(
+            device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+
+    @classmethod
+    def create(
+        cls,
+        crossCheck: bool = True,
+        ratio: float | None = None,
+        device: torch.device | str | None = None,
+    ) -> FundusMatcher:
+        """Create a matcher (cross-check on by default; optional Lowe ratio; device)."""
+        return cls(crossCheck=crossCheck, ratio=ratio, device=device)
+
+    def getDefaultName(self) -> str:
+        return "DescriptorMatcher.FundusMatcher"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"crossCheck": self.crossCheck, "ratio": self.ratio, "device": str(self.device)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        device = state["device"]
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            device = "cpu"
+        self.__init__(state["crossCheck"], state["ratio"], device)
+
+    def match(self, queryDescriptors: Any, trainDescriptors: Any) -> list[cv2.DMatch]:
+        """Best match of each query descriptor.
+
+        Args:
+            queryDescriptors: ``(N1, D)`` float32.
+            trainDescriptors: ``(N2, D)`` float32.
+
+        Returns:
+            List of ``cv2.DMatch`` (``queryIdx`` into descriptors1, ``trainIdx`` into
+            descriptors2, ``distance`` = L2), sorted by ``queryIdx``; ``[]`` when either
+            side is empty.
+        """
+        d1, d2 = _validate_pair(queryDescriptors, trainDescriptors)
+        if not len(d1) or not len(d2):
+            return []
+        k = 2 if self.ratio is not None else 1
+        idx12, dist12 = self._knn(d1, d2, k)
+        keep = np.ones(len(d1), bool)
+        if self.ratio is not None and idx12.shape[1] > 1:
+            keep &= dist12[:, 0] < self.ratio * dist12[:, 1]
+        if self.crossCheck:
+            idx21, _ = self._knn(d2, d1, 1)
+            keep &= idx21[idx12[:, 0], 0] == np.arange(len(d1))
+        query = np.flatnonzero(keep)
+        train = idx12[query, 0]
+        dist = _exact_distances(d1[query], d2[train])
+        return [
+            cv2.DMatch(int(q), int(t), float(d)) for q, t, d in zip(query, train, dist, strict=True)
+        ]
+
+    def knnMatch(
+        self, queryDescriptors: Any, trainDescriptors: Any, k: int
+    ) -> list[list[cv2.DMatch]]:
+        """The ``k`` nearest train descriptors of every query (no cross-check, no ratio).
+
+        Same as ``cv2.BFMatcher(cv2.NORM_L2).knnMatch``: one list per query, sorted by
+        distance, with ``min(k, N2)`` entries; ``[]`` when either side is empty.
+        """
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        d1, d2 = _validate_pair(queryDescriptors, trainDescriptors)
+        if not len(d1) or not len(d2):
+            return []
+        idx, _ = self._knn(d1, d2, int(k))
+        dist = _exact_distances(np.repeat(d1, idx.shape[1], axis=0), d2[idx.ravel()])
+        dist = dist.reshape(idx.shape)
+        return [
+            [cv2.DMatch(q, int(t), float(d)) for t, d in zip(row_i, row_d, strict=True)]
+            for q, (row_i, row_d) in enumerate(zip(idx, dist, strict=True))
+        ]
+
+    def _knn(self, d1: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices ``(N1, k')`` and approximate distances of the k nearest rows of d2."""
+        k = min(k, len(d2))
+        a = torch.from_numpy(d1).to(self.device)
+        b = torch.from_numpy(d2).to(self.device)
+        b_sq = (b * b).sum(1)
+        idx, dist = [], []
+        for start in range(0, len(a), _CHUNK):
+            q = a[start : start + _CHUNK]
+            sq = ((q * q).sum(1, keepdim=True) + b_sq[None] - 2.0 * q @ b.t()).clamp_min_(0)
+            val, ind = _stable_topk(sq, k)
+            idx.append(ind.cpu())
+            dist.append(val.sqrt().cpu())
+        return torch.cat(idx).numpy(), torch.cat(dist).numpy()
+
+
+def _stable_topk(sq: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smallest ``k`` per row; exact ties go to the lower index (like cv2.BFMatcher)."""
+    if k == 1:
+        ind = sq.argmin(dim=1, keepdim=True)  # first occurrence on ties
+        return sq.gather(1, ind), ind
+    val, ind = torch.sort(sq, dim=1, stable=True)
+    return val[:, :k], ind[:, :k]
+
+
+def _exact_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Euclidean distance ``|a_i - b_i|`` in float32, shape (N,)."""
+    return np.sqrt(np.square(a - b, dtype=np.float32).sum(axis=1, dtype=np.float32))

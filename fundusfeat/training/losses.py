@@ -1,0 +1,254 @@
+"""Training losses: the paper's repeatability and AP losses, and an InfoNCE alternative.
+
+Conventions: pixel (x, y), centre of the top-left pixel at (0, 0). A pair is two
+images of the same size (H, W) and a homography ``H`` (B, 3, 3) mapping image-1
+pixels onto image-2 pixels. Point samples go through
+:func:`fundusfeat.keypoints.sample_descriptors` (the same bilinear sampling as
+inference, any descriptor stride).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry.linalg import transform_points
+
+from fundusfeat.keypoints import sample_descriptors
+
+_EPS = 1e-8
+
+
+def pixel_grid(h: int, w: int, step: int, offset: tuple[float, float], device) -> torch.Tensor:
+    """(N, 2) float32 (x, y) points on a regular grid of ``step`` pixels, shifted by ``offset``."""
+    xs = torch.arange(0, w, step, device=device, dtype=torch.float32) + offset[0]
+    ys = torch.arange(0, h, step, device=device, dtype=torch.float32) + offset[1]
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+
+
+def homography_grid(H: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Dense correspondence of a homography.
+
+    Args:
+        H: (B, 3, 3) image-1 pixel -> image-2 pixel.
+        h, w: image-1 size.
+
+    Returns:
+        (B, h, w, 2) float32: the image-2 (x, y) of every image-1 pixel.
+    """
+    pts = pixel_grid(h, w, 1, (0.0, 0.0), H.device)
+    out = transform_points(H.float(), pts.expand(H.shape[0], -1, -1))
+    return out.view(H.shape[0], h, w, 2)
+
+
+def sample_maps(maps: torch.Tensor, xy: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """Bilinear samples of a (B, C, h, w) map at (B, N, 2) pixel points -> (B, N, C).
+
+    The pixel-centre mapping of :func:`fundusfeat.keypoints.sample_descriptors`
+    (feature coordinate ``x / stride``), without its L2 normalisation: for heatmaps
+    and masks. Outside the map reads 0.
+    """
+    b, n = xy.shape[:2]
+    h, w = maps.shape[-2:]
+    size = torch.tensor([w, h], dtype=xy.dtype, device=xy.device)
+    grid = (2.0 * xy / stride + 1.0) / size - 1.0
+    out = F.grid_sample(maps, grid.view(b, 1, n, 2), align_corners=False)
+    return out[:, :, 0].transpose(1, 2)
+
+
+def sample_unit_descriptors(desc: torch.Tensor, xy: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, N, D) unit descriptors of a (B, D, h, w) map at (B, N, 2) pixel points."""
+    b, n = xy.shape[:2]
+    batch = torch.arange(b, device=xy.device).repeat_interleave(n)
+    flat = sample_descriptors(desc, xy.reshape(-1, 2), stride=stride, batch=batch)
+    return flat.view(b, n, -1)
+
+
+def _window_valid(valid: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, L) 1 for the N x N windows (stride N/2) that are mostly valid."""
+    frac = F.avg_pool2d(valid, n, stride=max(n // 2, 1))
+    return (frac.flatten(1) > 0.5).float()
+
+
+def cosim_loss(
+    rep1: torch.Tensor, rep2_in_1: torch.Tensor, valid: torch.Tensor, window: int
+) -> torch.Tensor:
+    """1 - mean cosine similarity of N x N windows of two aligned heatmaps (paper's L_cosim).
+
+    Args:
+        rep1: (B, 1, H, W) repeatability of image 1.
+        rep2_in_1: (B, 1, H, W) repeatability of image 2 resampled in image 1's frame.
+        valid: (B, 1, H, W) float, 1 where both are defined.
+        window: N.
+    """
+    stride = max(window // 2, 1)
+    a = F.unfold(rep1 * valid, window, stride=stride)
+    b = F.unfold(rep2_in_1 * valid, window, stride=stride)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + _EPS)
+    weight = _window_valid(valid, window)
+    return 1.0 - (cos * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def peaky_loss(rep: torch.Tensor, valid: torch.Tensor, window: int) -> torch.Tensor:
+    """1 - mean over pixels of (local max - local mean) of the heatmap (paper's L_peaky)."""
+    pad = window // 2
+    mx = F.max_pool2d(rep, window + 1, stride=1, padding=pad)
+    avg = F.avg_pool2d(rep, window + 1, stride=1, padding=pad, count_include_pad=False)
+    return 1.0 - ((mx - avg) * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def warp_to_first(maps2: torch.Tensor, H: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Resample (B, C, H2, W2) maps of image 2 at the correspondents of image-1 pixels.
+
+    Returns (B, C, h, w); outside image 2 reads 0.
+    """
+    flow = homography_grid(H, h, w)
+    b = flow.shape[0]
+    out = sample_maps(maps2, flow.view(b, -1, 2))
+    return out.transpose(1, 2).reshape(b, maps2.shape[1], h, w)
+
+
+def binned_ap(
+    scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor, bins: int
+) -> torch.Tensor:
+    """Differentiable, histogram-binned average precision (one ranking per row).
+
+    Each score in [-1, 1] is spread over the two nearest of ``bins`` equally spaced bin
+    centres (triangular kernel); precision and recall are computed bin by bin from
+    the highest score down. Exactly the sorted AP when every score sits on its own
+    bin centre.
+
+    Args:
+        scores: (..., M) similarities in [-1, 1].
+        positive: (..., M) bool, the relevant candidates.
+        valid: (..., M) bool, candidates that take part in the ranking.
+        bins: number of bin centres.
+
+    Returns:
+        (...) AP in [0, 1] (0 for rows without a valid positive).
+    """
+    delta = 2.0 / (bins - 1)
+    pos = (positive & valid).to(scores.dtype)
+    val = valid.to(scores.dtype)
+    cum_pos = scores.new_zeros(scores.shape[:-1])
+    cum_all = scores.new_zeros(scores.shape[:-1])
+    ap = scores.new_zeros(scores.shape[:-1])
+    for k in range(bins):  # bin centres from 1 down to -1
+        centre = 1.0 - k * delta
+        weight = (1.0 - (scores - centre).abs() / delta).clamp_min(0.0)
+        rec = (weight * pos).sum(-1)
+        cum_pos = cum_pos + rec
+        cum_all = cum_all + (weight * val).sum(-1)
+        ap = ap + rec * cum_pos / cum_all.clamp_min(_EPS)
+    return ap / pos.sum(-1).clamp_min(_EPS)
+
+
+def reliability_loss(quality: torch.Tensor, rel: torch.Tensor, k: float) -> torch.Tensor:
+    """Elementwise ``1 - quality * R - k (1 - R)`` (the paper's AP-with-reliability form)."""
+    return 1.0 - quality * rel - k * (1.0 - rel)
+
+
+@dataclass(frozen=True)
+class Correspondences:
+    """Query points of a batch and where they land.
+
+    Attributes:
+        xy1: (B, N, 2) query pixels in image 1.
+        xy2: (B, N, 2) their correspondents in image 2 (through H).
+        valid: (B, N) bool, inside both images' fields of view.
+    """
+
+    xy1: torch.Tensor
+    xy2: torch.Tensor
+    valid: torch.Tensor
+
+
+def correspondences(
+    H: torch.Tensor,
+    valid1: torch.Tensor,
+    valid2: torch.Tensor,
+    step: int,
+    offset: tuple[float, float],
+) -> Correspondences:
+    """Grid query points of image 1, their image-2 positions and validity."""
+    b, _, h, w = valid1.shape
+    xy1 = pixel_grid(h, w, step, offset, H.device).expand(b, -1, -1)
+    xy2 = transform_points(H.float(), xy1)
+    v1 = sample_maps(valid1, xy1)[..., 0] > 0.99
+    v2 = sample_maps(valid2, xy2)[..., 0] > 0.99
+    inside = (xy2[..., 0] >= 0) & (xy2[..., 0] <= w - 1) & (xy2[..., 1] >= 0)
+    inside &= xy2[..., 1] <= h - 1
+    return Correspondences(xy1.contiguous(), xy2, v1 & v2 & inside)
+
+
+def _candidate_mask(corr: Correspondences, radius: float) -> torch.Tensor:
+    """(B, N, N) bool: candidate j is usable for query i (valid; not in the ignore zone)."""
+    valid = corr.valid[:, None, :] & corr.valid[:, :, None]
+    if radius > 0:
+        dist = torch.cdist(corr.xy2, corr.xy2)
+        eye = torch.eye(dist.shape[-1], dtype=torch.bool, device=dist.device)
+        valid &= (dist >= radius) | eye
+    return valid
+
+
+def descriptor_terms(
+    d1: torch.Tensor,
+    d2: torch.Tensor,
+    corr: Correspondences,
+    kind: str,
+    *,
+    temperature: float,
+    bins: int,
+    ignore_radius: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-query matching quality, the descriptor loss and the mutual-NN accuracy.
+
+    Args:
+        d1, d2: (B, N, D) unit descriptors at ``corr.xy1`` / ``corr.xy2``.
+        corr: the correspondences (query i of image 1 matches candidate i of image 2).
+        kind: ``"ap"`` (quality = binned AP, loss computed by the caller through the
+            reliability form) or ``"infonce"`` (quality = softmax probability of the
+            true match, loss = cross-entropy).
+        temperature: InfoNCE temperature.
+        bins: AP bins.
+        ignore_radius: candidates closer than this to the true match are left out.
+
+    Returns:
+        quality: (2, B, N) for the directions 1->2 and 2->1 (0 where invalid).
+        ce: scalar mean cross-entropy over valid queries (0 for ``"ap"``).
+        accuracy: scalar, see :func:`mutual_nn_accuracy` (no gradient).
+    """
+    usable = _candidate_mask(corr, ignore_radius)
+    sim = d1 @ d2.transpose(1, 2)  # (B, N, N)
+    eye = torch.eye(sim.shape[-1], dtype=torch.bool, device=sim.device).expand_as(sim)
+    qualities, ces = [], []
+    for s in (sim, sim.transpose(1, 2)):
+        if kind == "ap":
+            qualities.append(binned_ap(s, eye, usable, bins))
+            ces.append(s.new_zeros(()))
+            continue
+        logits = (s / temperature).masked_fill(~usable, float("-inf"))
+        logp = torch.diagonal(logits.log_softmax(-1), dim1=1, dim2=2)
+        logp = torch.where(corr.valid, logp, torch.zeros_like(logp))
+        qualities.append(logp.exp())
+        ces.append(-(logp * corr.valid).sum() / corr.valid.sum().clamp_min(1))
+    quality = torch.stack(qualities) * corr.valid
+    return quality, sum(ces) / 2, mutual_nn_accuracy(sim.detach(), corr.valid)
+
+
+def mutual_nn_accuracy(sim: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Fraction of valid queries whose mutual nearest neighbour is the true match.
+
+    Args:
+        sim: (B, N, N) descriptor similarities; query i corresponds to candidate i.
+        valid: (B, N) bool.
+
+    Returns:
+        Scalar float tensor in [0, 1] (0 when nothing is valid).
+    """
+    sim = sim.masked_fill(~(valid[:, None, :] & valid[:, :, None]), -2.0)
+    idx = torch.arange(sim.shape[-1], device=sim.device)
+    ok = (sim.argmax(-1) == idx) & (sim.argmax(-2) == idx) & valid
+    return ok.sum() / valid.sum().clamp_min(1)

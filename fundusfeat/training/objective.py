@@ -1,0 +1,99 @@
+"""The training objective of one batch of pairs: repeatability + descriptor/reliability.
+
+``L = L_desc + rep_weight * (L_cosim + peaky_weight * (L_peaky(S1) + L_peaky(S2)))``
+
+- ``L_cosim``/``L_peaky``: the paper's repeatability terms on N x N windows.
+- ``L_desc`` with ``descriptor = "ap"``: the paper's ``1 - AP * R - k (1 - R)`` averaged
+  over the query points of both images (AP is differentiable and trains the
+  descriptors through this term).
+- ``L_desc`` with ``descriptor = "infonce"``: the InfoNCE cross-entropy of the true
+  correspondence among all grid points of the partner image, plus the same
+  reliability form with the (detached) softmax probability of the true match as the
+  quality, so R learns where descriptors can be trusted.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fundusfeat.preprocess import normalize_rgb
+from fundusfeat.training.config import LossConfig
+from fundusfeat.training.losses import (
+    correspondences,
+    cosim_loss,
+    descriptor_terms,
+    peaky_loss,
+    reliability_loss,
+    sample_maps,
+    sample_unit_descriptors,
+    warp_to_first,
+)
+from fundusfeat.training.pairs import PairBatch
+
+
+def batch_loss(
+    net: nn.Module,
+    batch: PairBatch,
+    cfg: LossConfig,
+    offset: tuple[float, float],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of a batch and its terms.
+
+    Args:
+        net: a network of :mod:`fundusfeat.network` (possibly wrapped in DDP).
+        batch: the pairs, on the network's device.
+        cfg: the loss settings.
+        offset: (x, y) shift in [0, grid_step) of the query grid for this batch.
+
+    Returns:
+        The scalar loss and a dict of floats: loss, desc, cosim, peaky, quality
+        (mean matching quality of valid queries), rel (mean reliability there),
+        mnn_accuracy (mutual nearest neighbours of grid descriptors that are right).
+    """
+    b, _, h, w = batch.image1.shape
+    images = normalize_rgb(torch.cat([batch.image1, batch.image2]))
+    images = images.contiguous(memory_format=torch.channels_last)
+    desc, rel, rep = net(images)
+    desc, rel, rep = desc.float(), rel.float(), rep.float()
+    stride = _stride_of(net)
+    rep1, rep2 = rep[:b], rep[b:]
+
+    valid12 = batch.valid1 * (warp_to_first(batch.valid2, batch.H, h, w) > 0.99).float()
+    cosim = cosim_loss(rep1, warp_to_first(rep2, batch.H, h, w), valid12, cfg.window)
+    peaky = peaky_loss(rep1, batch.valid1, cfg.window) + peaky_loss(rep2, batch.valid2, cfg.window)
+
+    corr = correspondences(batch.H, batch.valid1, batch.valid2, cfg.grid_step, offset)
+    d1 = sample_unit_descriptors(desc[:b], corr.xy1, stride)
+    d2 = sample_unit_descriptors(desc[b:], corr.xy2, stride)
+    quality, ce, accuracy = descriptor_terms(
+        d1,
+        d2,
+        corr,
+        cfg.descriptor,
+        temperature=cfg.temperature,
+        bins=cfg.ap_bins,
+        ignore_radius=cfg.ap_neg_radius,
+    )
+    r = torch.stack(
+        [sample_maps(rel[:b], corr.xy1)[..., 0], sample_maps(rel[b:], corr.xy2)[..., 0]]
+    )
+    q = quality.detach() if cfg.descriptor == "infonce" else quality
+    n_valid = corr.valid.sum().clamp_min(1) * 2
+    rel_term = (reliability_loss(q, r, cfg.k) * corr.valid).sum() / n_valid
+    desc_loss = rel_term + ce
+    loss = desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky)
+    terms = {
+        "loss": loss.item(),
+        "desc": desc_loss.item(),
+        "cosim": cosim.item(),
+        "peaky": peaky.item() / 2,
+        "quality": (quality.detach() * corr.valid).sum().item() / n_valid.item(),
+        "rel": (r.detach() * corr.valid).sum().item() / n_valid.item(),
+        "mnn_accuracy": accuracy.item(),
+    }
+    return loss, terms
+
+
+def _stride_of(net: nn.Module) -> int:
+    return int(getattr(getattr(net, "module", net), "descriptor_stride", 1))

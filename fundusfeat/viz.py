@@ -1,0 +1,192 @@
+"""Figures for registration results: matches, checkerboard mosaic, colour overlay.
+
+Conventions:
+
+- Images are ``(H, W)`` grey or ``(H, W, 3)`` BGR (as ``cv2.imread`` gives), uint8 or
+  float in [0, 1]; every function returns a uint8 BGR image.
+- ``H`` maps image-1 pixels onto image 2 (``p2 ~ H @ [x1, y1, 1]``, pixel centres at
+  integer coordinates, x before y), as returned by :func:`fundusfeat.estimate_projective`
+  and ``cv2.findHomography(src=kps1, dst=kps2)``. :func:`warp_to` uses it to bring
+  image 2 into image 1's frame, which is what :func:`checkerboard` and
+  :func:`overlay` compare.
+
+These helpers need only OpenCV and numpy (no matplotlib).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+INLIER_COLOR = (0, 200, 0)
+"""BGR colour of inlier matches (green)."""
+OUTLIER_COLOR = (0, 0, 230)
+"""BGR colour of outlier matches (red)."""
+
+
+def to_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert a grey or BGR image (uint8, or float in [0, 1]) to (H, W, 3) uint8 BGR.
+
+    Raises:
+        TypeError: if ``image`` is not a numpy array.
+        ValueError: if it is not (H, W), (H, W, 1) or (H, W, 3), or is empty.
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or image.size == 0:
+        raise ValueError(
+            f"{name}: expected a non-empty (H, W) or (H, W, 3) image, got {image.shape}"
+        )
+    if image.dtype != np.uint8:
+        image = np.round(np.clip(np.nan_to_num(image.astype(np.float32)), 0, 1) * 255)
+        image = image.astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+
+
+def _green_channel(image: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) uint8 green channel (the vessel-contrast channel of a fundus photograph)."""
+    return np.ascontiguousarray(to_bgr_uint8(image, name)[..., 1])
+
+
+def _check_same_size(img1: np.ndarray, img2: np.ndarray) -> None:
+    if img1.shape[:2] != img2.shape[:2]:
+        raise ValueError(
+            f"img2_warped: expected the size of img1 {img1.shape[:2]}, got {img2.shape[:2]} "
+            "(warp it with warp_to(img2, H, img1.shape) first)"
+        )
+
+
+def warp_to(img2: np.ndarray, H: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Resample image 2 into image 1's frame.
+
+    Args:
+        img2: image 2, any layout ``cv2.warpPerspective`` accepts.
+        H: (3, 3) homography mapping image-1 pixels onto image 2.
+        shape: image 1's shape; only ``shape[:2] == (height, width)`` is used.
+
+    Returns:
+        Image 2 warped to (height, width) (same dtype and channels as ``img2``):
+        output pixel ``p`` is ``img2`` sampled at ``H @ p``; pixels that fall outside
+        image 2 are 0.
+    """
+    H = np.asarray(H, dtype=np.float64)
+    if H.shape != (3, 3) or not np.all(np.isfinite(H)):
+        raise ValueError(f"H: expected a finite (3, 3) homography, got shape {H.shape}")
+    height, width = int(shape[0]), int(shape[1])
+    return cv2.warpPerspective(
+        img2,
+        H,
+        (width, height),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+
+
+def _inlier_split(matches: Sequence[cv2.DMatch], inliers: np.ndarray | None):
+    """Split matches into (inliers, outliers) by a (N,) or (N, 1) mask (None: all inliers)."""
+    if inliers is None:
+        return list(matches), []
+    mask = np.asarray(inliers).reshape(-1).astype(bool)
+    if len(mask) != len(matches):
+        raise ValueError(f"inliers: expected {len(matches)} entries, got {len(mask)}")
+    good = [m for m, keep in zip(matches, mask, strict=True) if keep]
+    bad = [m for m, keep in zip(matches, mask, strict=True) if not keep]
+    return good, bad
+
+
+def draw_matches(
+    img1: np.ndarray,
+    kps1: Sequence[cv2.KeyPoint],
+    img2: np.ndarray,
+    kps2: Sequence[cv2.KeyPoint],
+    matches: Sequence[cv2.DMatch],
+    inliers: np.ndarray | None = None,
+    inliers_only: bool = False,
+) -> np.ndarray:
+    """Draw matches side by side with ``cv2.drawMatches``, inliers green, outliers red.
+
+    Args:
+        img1, img2: the two images (see the module conventions).
+        kps1, kps2: keypoints in input pixel coordinates (``queryIdx`` indexes ``kps1``,
+            ``trainIdx`` indexes ``kps2``).
+        matches: the matches, e.g. ``FundusMatcher.match(desc1, desc2)``.
+        inliers: (N,) or (N, 1) mask over ``matches`` (non-zero = inlier), e.g. from
+            ``estimate_projective``; None draws every match as an inlier.
+        inliers_only: draw only the inliers.
+
+    Returns:
+        (max(h1, h2), w1 + w2, 3) uint8 BGR image.
+    """
+    good, bad = _inlier_split(matches, inliers)
+    left, right = to_bgr_uint8(img1, "img1"), to_bgr_uint8(img2, "img2")
+    kps1, kps2 = tuple(kps1), tuple(kps2)
+    flags = cv2.DrawMatchesFlags_NOT_DRAW_SINGLE_POINTS
+    canvas = cv2.drawMatches(left, kps1, right, kps2, [], None, flags=flags)
+    layers = (
+        [(INLIER_COLOR, good)] if inliers_only else [(OUTLIER_COLOR, bad), (INLIER_COLOR, good)]
+    )
+    for color, subset in layers:
+        if subset:
+            canvas = cv2.drawMatches(
+                left,
+                kps1,
+                right,
+                kps2,
+                subset,
+                canvas,
+                matchColor=color,
+                singlePointColor=color,
+                flags=flags | cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG,
+            )
+    return canvas
+
+
+def checkerboard(img1: np.ndarray, img2_warped: np.ndarray, tiles: int = 8) -> np.ndarray:
+    """Checkerboard mosaic: tiles alternate between image 1 and warped image 2.
+
+    Vessels that continue straight across tile borders mean a good registration.
+
+    Args:
+        img1: image 1.
+        img2_warped: image 2 in image 1's frame (:func:`warp_to`), same height and width.
+        tiles: number of tiles along each side (>= 1).
+
+    Returns:
+        (H, W, 3) uint8 BGR image.
+    """
+    if tiles < 1:
+        raise ValueError(f"tiles: expected >= 1, got {tiles}")
+    a, b = to_bgr_uint8(img1, "img1"), to_bgr_uint8(img2_warped, "img2_warped")
+    _check_same_size(a, b)
+    h, w = a.shape[:2]
+    rows = (np.arange(h) * tiles // h)[:, None]
+    cols = (np.arange(w) * tiles // w)[None, :]
+    use_b = (rows + cols) % 2 == 1
+    return np.where(use_b[..., None], b, a)
+
+
+def overlay(img1: np.ndarray, img2_warped: np.ndarray) -> np.ndarray:
+    """Colour overlay: image 1 in green, warped image 2 in magenta.
+
+    Where the two agree the result is grey; misaligned structures show as green
+    (image 1 only) and magenta (image 2 only) fringes.
+
+    Args:
+        img1: image 1.
+        img2_warped: image 2 in image 1's frame (:func:`warp_to`), same height and width.
+
+    Returns:
+        (H, W, 3) uint8 BGR image: B = R = green channel of ``img2_warped``, G = green
+        channel of ``img1`` (grey images: the grey level), each contrast-equalised
+        (CLAHE) so that vessels dominate.
+    """
+    g1, g2 = _green_channel(img1, "img1"), _green_channel(img2_warped, "img2_warped")
+    _check_same_size(g1, g2)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    g1, g2 = clahe.apply(g1), clahe.apply(g2)
+    return cv2.merge([g2, g1, g2])

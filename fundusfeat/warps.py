@@ -1,0 +1,206 @@
+"""Random projective warps and photometric changes of fundus images.
+
+One implementation serves the training pair sampler (``fundusfeat.training.pairs``)
+and the synthetic benchmark (``fundusfeat.evaluation``), each with its own seeded
+``numpy.random.Generator`` passed in explicitly.
+
+Coordinates: pixel (x, y) with the centre of the top-left pixel at (0, 0), the
+convention of ``cv2.warpPerspective``. A homography ``H`` maps points of the
+first image onto the second: ``p2 ~ H @ [x1, y1, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WarpRange:
+    """Ranges of a random homography, all about the image centre.
+
+    Attributes:
+        rotation_deg: maximum absolute in-plane rotation (degrees).
+        scale: (min, max) isotropic scale, sampled log-uniformly.
+        aspect: maximum log2 of the x/y anisotropy (0 = none).
+        shear: maximum absolute shear factor.
+        perspective: maximum absolute perspective coefficient times the image size
+            (0.1 tilts the far edge by about 10 %).
+        translation: maximum absolute shift as a fraction of the image size.
+    """
+
+    rotation_deg: float = 20.0
+    scale: tuple[float, float] = (0.8, 1.25)
+    aspect: float = 0.1
+    shear: float = 0.1
+    perspective: float = 0.1
+    translation: float = 0.1
+
+
+@dataclass(frozen=True)
+class PhotoRange:
+    """Ranges of a random photometric change (image in BGR, values in [0, 1]).
+
+    Attributes:
+        gamma: (min, max) gamma, sampled log-uniformly.
+        gain: (min, max) global brightness gain, sampled log-uniformly.
+        contrast: (min, max) contrast factor about the mean.
+        color: maximum relative per-channel gain change (colour cast).
+        hue_deg: maximum absolute hue rotation (degrees).
+        saturation: (min, max) saturation factor.
+        illumination: maximum amplitude of a smooth multiplicative illumination
+            gradient (0.3 = up to +-30 % across the image).
+        blur_sigma: maximum Gaussian blur sigma (pixels).
+        noise_sigma: maximum additive Gaussian noise sigma (in [0, 1] units).
+    """
+
+    gamma: tuple[float, float] = (0.8, 1.25)
+    gain: tuple[float, float] = (0.8, 1.25)
+    contrast: tuple[float, float] = (0.8, 1.2)
+    color: float = 0.1
+    hue_deg: float = 5.0
+    saturation: tuple[float, float] = (0.8, 1.2)
+    illumination: float = 0.2
+    blur_sigma: float = 1.0
+    noise_sigma: float = 0.02
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def sample_homography(
+    rng: np.random.Generator, width: int, height: int, ranges: WarpRange
+) -> np.ndarray:
+    """Draw a random homography about the image centre.
+
+    Args:
+        rng: the random generator (consumed).
+        width, height: size of the image the homography applies to (pixels).
+        ranges: the sampling ranges.
+
+    Returns:
+        (3, 3) float64 homography mapping pixel coordinates of the source image to
+        the warped image, normalised so that ``H[2, 2] == 1``.
+    """
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    size = float(max(width, height))
+    angle = math.radians(rng.uniform(-ranges.rotation_deg, ranges.rotation_deg))
+    scale = _log_uniform(rng, *ranges.scale)
+    aspect = 2.0 ** rng.uniform(-ranges.aspect, ranges.aspect)
+    shear = rng.uniform(-ranges.shear, ranges.shear)
+    px, py = rng.uniform(-ranges.perspective, ranges.perspective, size=2) / size
+    tx, ty = rng.uniform(-ranges.translation, ranges.translation, size=2) * (width, height)
+
+    c, s = math.cos(angle), math.sin(angle)
+    linear = np.array([[c, -s], [s, c]]) @ np.array([[1.0, shear], [0.0, 1.0]])
+    linear = linear @ np.diag([scale * math.sqrt(aspect), scale / math.sqrt(aspect)])
+    core = np.eye(3)
+    core[:2, :2] = linear
+    core[2, :2] = (px, py)
+    to_centre = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
+    back = np.array([[1.0, 0.0, cx + tx], [0.0, 1.0, cy + ty], [0.0, 0.0, 1.0]])
+    H = back @ core @ to_centre
+    return H / H[2, 2]
+
+
+def translation(dx: float, dy: float) -> np.ndarray:
+    """(3, 3) float64 homography that shifts points by (dx, dy)."""
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+
+
+def scaling(sx: float, sy: float | None = None) -> np.ndarray:
+    """(3, 3) float64 homography of a resize by (sx, sy) with cv2.resize's pixel centres.
+
+    ``cv2.resize`` maps pixel centre x to ``(x + 0.5) * sx - 0.5``.
+    """
+    sy = sx if sy is None else sy
+    return np.array(
+        [[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]], dtype=np.float64
+    )
+
+
+def transform_points(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a homography to (N, 2) points; returns (N, 2) float64 (NaN behind the camera)."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    hom = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ np.asarray(H, np.float64).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = hom[:, :2] / hom[:, 2:3]
+    out[hom[:, 2] <= 1e-12] = np.nan
+    return out
+
+
+def warp_image(
+    image: np.ndarray, H: np.ndarray, size: tuple[int, int], interpolation: int = cv2.INTER_LINEAR
+) -> np.ndarray:
+    """Warp ``image`` by ``H`` (source -> destination) into a (width, height) canvas.
+
+    Pixels that come from outside the source are 0.
+    """
+    return cv2.warpPerspective(
+        image, H, size, flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+
+
+def _illumination_field(
+    rng: np.random.Generator, height: int, width: int, amplitude: float
+) -> np.ndarray:
+    """Smooth multiplicative field: a random linear gradient plus a radial falloff."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    xx = xx / max(width - 1, 1) * 2 - 1
+    yy = yy / max(height - 1, 1) * 2 - 1
+    theta = rng.uniform(0, 2 * math.pi)
+    grad = rng.uniform(-amplitude, amplitude) * (math.cos(theta) * xx + math.sin(theta) * yy)
+    cx, cy = rng.uniform(-0.5, 0.5, size=2)
+    radial = -rng.uniform(0, amplitude) * ((xx - cx) ** 2 + (yy - cy) ** 2) / 2
+    return np.clip(1.0 + grad + radial, 0.05, None).astype(np.float32)
+
+
+def photometric_change(
+    image: np.ndarray, rng: np.random.Generator, ranges: PhotoRange
+) -> np.ndarray:
+    """Apply a random photometric change to a colour fundus image.
+
+    Args:
+        image: (H, W, 3) BGR, uint8 or float in [0, 1].
+        rng: the random generator (consumed; the same number of draws whatever the image).
+        ranges: the sampling ranges.
+
+    Returns:
+        (H, W, 3) float32 BGR in [0, 1].
+    """
+    img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    h, w = img.shape[:2]
+    gamma = _log_uniform(rng, *ranges.gamma)
+    gain = _log_uniform(rng, *ranges.gain)
+    contrast = rng.uniform(*ranges.contrast)
+    cast = 1.0 + rng.uniform(-ranges.color, ranges.color, size=3).astype(np.float32)
+    hue = rng.uniform(-ranges.hue_deg, ranges.hue_deg)
+    sat = rng.uniform(*ranges.saturation)
+    field = _illumination_field(rng, h, w, ranges.illumination)
+    sigma = rng.uniform(0, ranges.blur_sigma)
+    noise_sigma = rng.uniform(0, ranges.noise_sigma)
+    noise_seed = int(rng.integers(0, 2**31 - 1))
+
+    img = np.clip(img, 0, 1) ** gamma
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    hsv[..., 0] = (hsv[..., 0] + hue) % 360.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0, 1)
+    img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    mean = img.reshape(-1, 3).mean(axis=0)
+    img = ((img - mean) * contrast + mean) * gain * cast * field[..., None]
+    if sigma > 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    if noise_sigma > 0:
+        noise = np.random.default_rng(noise_seed).standard_normal(img.shape, dtype=np.float32)
+        img = img + noise * noise_sigma
+    return np.clip(img, 0.0, 1.0)
+
+
+def circular_fov(height: int, width: int, center: tuple[float, float], radius: float) -> np.ndarray:
+    """(H, W) bool mask of a disc (a camera's circular field of view)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return (xx - center[0]) ** 2 + (yy - center[1]) ** 2 <= radius**2

@@ -1,0 +1,92 @@
+"""Shared fixtures: a small real fundus image, synthetic circular-FOV images, detectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+from fundusfeat import R2D2Fundus
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+RETINA = SHARED / "data" / "retina.jpg"
+
+settings.register_profile(
+    "fundusfeat",
+    deadline=None,
+    max_examples=10,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("fundusfeat")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu``-marked tests when CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def retina() -> np.ndarray:
+    """retina.jpg (1411 px) resized to 384x384, BGR uint8."""
+    img = cv2.imread(str(RETINA), cv2.IMREAD_COLOR)
+    if img is None:
+        pytest.skip(f"{RETINA} not available")
+    return cv2.resize(img, (384, 384), interpolation=cv2.INTER_AREA)
+
+
+def synthetic_fundus(
+    width: int,
+    height: int,
+    diameter: float,
+    center: tuple[float, float] | None = None,
+    brightness: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Orange disc with random dark 'vessels' on a black background, BGR uint8.
+
+    The disc may be clipped by the image (``diameter > height``).
+    """
+    rng = np.random.default_rng(seed)
+    cx, cy = center if center is not None else ((width - 1) / 2, (height - 1) / 2)
+    img = np.zeros((height, width, 3), np.uint8)
+    shift = 4
+    c = (round(cx * 2**shift), round(cy * 2**shift))
+    cv2.circle(img, c, round(diameter / 2 * 2**shift), (40, 90, 200), -1, cv2.LINE_AA, shift)
+    inside = img[..., 2] > 0
+    for _ in range(40):
+        p = rng.uniform([0, 0], [width, height], size=(2, 2)).astype(int)
+        cv2.line(img, tuple(map(int, p[0])), tuple(map(int, p[1])), (20, 40, 110), 3)
+    img[~inside] = 0
+    noise = rng.normal(0, 3, img.shape)
+    return np.clip((img + noise * inside[..., None]) * brightness, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def make_fundus() -> Callable[..., np.ndarray]:
+    """Factory for :func:`synthetic_fundus` images."""
+    return synthetic_fundus
+
+
+@pytest.fixture(scope="session")
+def detector() -> R2D2Fundus:
+    """Small, fast CPU detector with the default thresholds."""
+    return R2D2Fundus.create(model="fast", device="cpu", target_diameter=256, max_keypoints=500)
+
+
+@pytest.fixture(scope="session")
+def dense_detector() -> R2D2Fundus:
+    """CPU detector with zero thresholds: many keypoints even with untrained weights."""
+    return R2D2Fundus.create(
+        model="fast", device="cpu", target_diameter=192, max_keypoints=300, rep_thr=0.0, rel_thr=0.0
+    )

@@ -1,0 +1,156 @@
+"""Tests for fundusfeat.keypoints: NMS, selection, refinement, sampling, multi-scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fundusfeat.checkpoint import load_network
+from fundusfeat.keypoints import (
+    describe_at,
+    erode_mask,
+    extract_multiscale,
+    nms,
+    pyramid_scales,
+    sample_descriptors,
+    select_keypoints,
+    subpixel_refine,
+)
+from fundusfeat.preprocess import to_tensor
+
+
+def _peaks(h: int, w: int, points: list[tuple[int, int]], sigma: float = 1.5) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    out = torch.zeros(1, 1, h, w)
+    for x, y in points:
+        out[0, 0] += torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))
+    return out
+
+
+class TestNms:
+    def test_known_answer(self):
+        rep = _peaks(20, 30, [(5, 6), (20, 12)])
+        ys, xs = nms(rep)[0, 0].nonzero(as_tuple=True)
+        assert sorted(zip(xs.tolist(), ys.tolist(), strict=True)) == [(5, 6), (20, 12)]
+
+    def test_flat_map_has_no_maxima(self):
+        assert not nms(torch.full((2, 1, 10, 10), 0.5)).any()
+
+    def test_exceptions(self):
+        with pytest.raises(ValueError, match="rep"):
+            nms(torch.zeros(1, 2, 5, 5))
+        with pytest.raises(ValueError, match="kernel"):
+            nms(torch.zeros(1, 1, 5, 5), kernel=2)
+
+
+class TestSelectKeypoints:
+    def test_thresholds_mask_topk(self):
+        rep = torch.cat([_peaks(20, 30, [(5, 6), (20, 12), (25, 3)])] * 2).clamp(max=1)
+        rel = torch.ones_like(rep)
+        rel[..., :, 22:] = 0.1  # kills (25, 3)
+        valid = torch.ones_like(rep, dtype=torch.bool)
+        valid[1, :, :, :10] = False  # kills (5, 6) in image 1
+        cand = select_keypoints(rep, rel, valid, 0.5, 0.5, max_keypoints=5)
+        assert cand.batch.tolist() == [0, 0, 1]
+        assert cand.xy.tolist()[2] == [20, 12]
+        top1 = select_keypoints(rep, rel, None, 0.5, 0.5, max_keypoints=1)
+        assert top1.batch.tolist() == [0, 1]
+
+    def test_shape_exception(self):
+        with pytest.raises(ValueError, match="rel"):
+            select_keypoints(torch.zeros(1, 1, 5, 5), torch.zeros(1, 1, 5, 6), None)
+
+
+class TestSubpixel:
+    @given(dx=st.floats(-0.45, 0.45), dy=st.floats(-0.45, 0.45))
+    def test_recovers_quadratic_peak(self, dx, dy):
+        ys, xs = torch.meshgrid(torch.arange(9.0), torch.arange(11.0), indexing="ij")
+        rep = (1.0 - 0.05 * ((xs - 5 - dx) ** 2 + 2 * (ys - 4 - dy) ** 2))[None, None]
+        out = subpixel_refine(rep, torch.tensor([[5, 4]]))
+        torch.testing.assert_close(out, torch.tensor([[5 + dx, 4 + dy]]), atol=1e-4, rtol=0)
+
+    def test_clipped_and_flat(self):
+        rep = torch.zeros(1, 1, 5, 5)
+        rep[0, 0, 2, 3] = 1.0
+        out = subpixel_refine(rep, torch.tensor([[2, 2], [0, 0]]))
+        assert (out - torch.tensor([[2.0, 2.0], [0.0, 0.0]])).abs().max() <= 0.5
+
+
+class TestSampleDescriptors:
+    @pytest.mark.parametrize("stride", [1, 8])
+    def test_pixel_centre_mapping(self, stride):
+        desc = F.normalize(
+            torch.randn(2, 16, 6, 7, generator=torch.Generator().manual_seed(0)), dim=1
+        )
+        xy = torch.tensor([[0.0, 0.0], [3 * stride, 2 * stride], [6 * stride, 5 * stride]])
+        out = sample_descriptors(desc, xy, stride, batch=torch.tensor([0, 1, 1]))
+        torch.testing.assert_close(out[0], desc[0, :, 0, 0])
+        torch.testing.assert_close(out[1], desc[1, :, 2, 3])
+        torch.testing.assert_close(out[2], desc[1, :, 5, 6])
+
+    def test_unit_norm_and_gradcheck(self):
+        desc = torch.randn(1, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+        xy = torch.tensor([[1.3, 2.7], [3.1, 0.4]], dtype=torch.float64)
+        out = sample_descriptors(desc, xy, 1)
+        torch.testing.assert_close(out.norm(dim=1), torch.ones(2, dtype=torch.float64))
+        assert torch.autograd.gradcheck(lambda d: sample_descriptors(d, xy, 1), (desc,))
+
+
+def test_erode_mask():
+    valid = torch.ones(1, 1, 10, 10, dtype=torch.bool)
+    out = erode_mask(valid, 2)
+    assert out.sum() == 36 and out[0, 0, 2:8, 2:8].all()
+
+
+def test_pyramid_scales():
+    scales = pyramid_scales(768, 768)
+    assert scales[0] == 1.0 and len(scales) == 7 and scales[-1] >= 1 / 3
+    assert pyramid_scales(36, 36, min_size=32) == [1.0]
+    with pytest.raises(ValueError, match="scale_f"):
+        pyramid_scales(100, 100, scale_f=1.0)
+
+
+@pytest.fixture(scope="module")
+def fast_net():
+    return load_network("fast", device="cpu")
+
+
+class TestExtractMultiscale:
+    def test_shapes_and_ranges(self, fast_net, retina):
+        img = to_tensor(retina[::2, ::2].copy())
+        (f,) = extract_multiscale(fast_net, img, rep_thr=0.0, rel_thr=0.0, max_keypoints=200)
+        n = len(f.xy)
+        assert 0 < n <= 200
+        assert f.desc.shape == (n, 128) and f.desc.dtype == torch.float32
+        torch.testing.assert_close(f.desc.norm(dim=1), torch.ones(n))
+        assert (f.score[:-1] >= f.score[1:]).all()
+        h, w = img.shape[-2:]
+        assert (f.xy >= 0).all() and (f.xy[:, 0] <= w - 1).all() and (f.xy[:, 1] <= h - 1).all()
+        levels = torch.tensor(pyramid_scales(h, w), dtype=torch.float32)
+        assert torch.isin(f.scale, levels).all()
+
+    def test_valid_mask_respected(self, fast_net, retina):
+        img = to_tensor(retina[::2, ::2].copy())
+        valid = torch.zeros(1, 1, *img.shape[-2:], dtype=torch.bool)
+        valid[..., 40:150, 30:120] = True
+        (f,) = extract_multiscale(fast_net, img, valid, rep_thr=0.0, rel_thr=0.0)
+        assert len(f.xy) > 0
+        xi, yi = f.xy.round().long().unbind(1)
+        assert valid[0, 0, yi, xi].all()
+
+    def test_describe_at_matches_extraction(self, fast_net, retina):
+        img = to_tensor(retina[::2, ::2].copy())
+        (f,) = extract_multiscale(fast_net, img, rep_thr=0.0, rel_thr=0.0, max_keypoints=50)
+        desc = describe_at(fast_net, img, f.xy, f.scale)
+        torch.testing.assert_close(desc, f.desc, atol=1e-4, rtol=0)
+
+    def test_batch_equals_single(self, fast_net, retina):
+        a = to_tensor(retina[::2, ::2].copy())
+        b = to_tensor(np.ascontiguousarray(retina[::2, ::2][::-1]))
+        both = extract_multiscale(fast_net, torch.cat([a, b]), rep_thr=0.0, rel_thr=0.0)
+        single = extract_multiscale(fast_net, b, rep_thr=0.0, rel_thr=0.0)[0]
+        torch.testing.assert_close(both[1].xy, single.xy, atol=1e-3, rtol=0)
