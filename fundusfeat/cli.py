@@ -348,3 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"fundusfeat: error: {exc}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":  # python -m fundusfeat.cli (e.g. under torchrun)
+    sys.exit(main())

@@ -42,6 +42,7 @@ from fundusfeat import keypoints as kp
 logger = logging.getLogger(__name__)
 
 DESCRIPTOR_SIZE = 128
+BACKENDS = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -107,17 +108,21 @@ class R2D2Fundus:
         model: str | None = None,
         weights: str | Path = "default",
         device: torch.device | str | None = None,
+        backend: str = "torch",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self._config = config
-        self._device = _resolve_device(device)
+        self._backend = backend
+        self._device = _resolve_device("cpu" if backend == "onnx" and device is None else device)
+        if backend == "onnx" and self._device.type != "cpu":
+            raise ValueError("backend='onnx' (OpenCV DNN) runs on the CPU: use device='cpu'")
         self._weights = str(weights)
         default = isinstance(weights, str) and weights == "default"
         if model is None and default:
             model = checkpoint.default_model(self._device)
         self._model, self._state = checkpoint.load_state_dict(weights, model)
-        self._net: torch.nn.Module | None = checkpoint.network_from_state_dict(
-            self._model, self._state, self._device
-        )
+        self._net: torch.nn.Module | None = self._build_network()
 
     @classmethod
     def create(
@@ -135,6 +140,7 @@ class R2D2Fundus:
         target_diameter: float | None = preprocess.TARGET_FOV_DIAMETER,
         border: int = kp.DEFAULT_BORDER,
         keypoint_size: float = 8.0,
+        backend: str = "torch",
     ) -> R2D2Fundus:
         """Create a detector.
 
@@ -155,6 +161,8 @@ class R2D2Fundus:
             border: keypoints within this many level pixels of the FOV rim, mask edge or
                 image border are dropped.
             keypoint_size: ``KeyPoint.size`` in working-scale pixels at pyramid scale 1.
+            backend: ``"torch"`` or ``"onnx"`` (the network exported to ONNX and run by
+                OpenCV's DNN module on the CPU; needs the ``onnx`` package to export).
         """
         config = DetectorConfig(
             max_keypoints=max_keypoints,
@@ -168,7 +176,7 @@ class R2D2Fundus:
             border=border,
             keypoint_size=keypoint_size,
         )
-        return cls(config, model=model, weights=weights, device=device)
+        return cls(config, model=model, weights=weights, device=device, backend=backend)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -368,7 +376,7 @@ class R2D2Fundus:
     def _reload(self, model: str, weights: str) -> None:
         self._model, self._state = checkpoint.load_state_dict(weights, model)
         self._weights = weights
-        self._net = checkpoint.network_from_state_dict(self._model, self._state, self._device)
+        self._net = self._build_network()
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -377,6 +385,7 @@ class R2D2Fundus:
             "weights": self._weights,
             "state_dict": {k: v.detach().cpu() for k, v in self._state.items()},
             "device": str(self._device),
+            "backend": self._backend,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -384,12 +393,24 @@ class R2D2Fundus:
         self._device = _resolve_device(state["device"], fallback=True)
         self._model, self._weights = state["model"], state["weights"]
         self._state = state["state_dict"]
-        self._net = checkpoint.network_from_state_dict(self._model, self._state, self._device)
+        self._backend = state.get("backend", "torch")
+        self._net = self._build_network()
 
     def __repr__(self) -> str:
-        return f"R2D2Fundus(model={self._model!r}, device='{self._device}', config={self._config})"
+        return (
+            f"R2D2Fundus(model={self._model!r}, device='{self._device}', "
+            f"backend={self._backend!r}, config={self._config})"
+        )
 
     # -------------------------------------------------------------------- pipeline
+    def _build_network(self) -> torch.nn.Module:
+        net = checkpoint.network_from_state_dict(self._model, self._state, self._device)
+        if self._backend == "onnx":
+            from fundusfeat.export import OnnxNetwork
+
+            return OnnxNetwork.from_torch(net)
+        return net
+
     def _network(self) -> torch.nn.Module:
         if self._net is None:
             raise RuntimeError("R2D2Fundus has no network loaded")

@@ -1,0 +1,153 @@
+"""ONNX export of the networks and an OpenCV-DNN inference backend.
+
+``export_onnx`` writes a network with dynamic batch, height and width (opset 17;
+needs the ``onnx`` package: ``pip install fundusfeat[onnx]``). ``OnnxNetwork`` runs
+such a file with ``cv2.dnn`` (OpenCV ships it: no extra runtime) and returns the same
+``(descriptors, reliability, repeatability)`` tensors as the torch network, so the
+keypoint code is unchanged: ``R2D2Fundus.create(backend="onnx")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+OPSET = 17
+OUTPUT_NAMES = ("descriptors", "reliability", "repeatability")
+
+
+def onnx_bytes(net: nn.Module, opset: int = OPSET) -> bytes:
+    """Serialise ``net`` (on the CPU, eval mode) to ONNX with dynamic B, H, W.
+
+    Raises:
+        ImportError: the ``onnx`` package (needed by the exporter) is missing.
+    """
+    try:
+        import onnx  # noqa: F401
+    except ImportError as err:
+        raise ImportError("ONNX export needs the onnx package: pip install onnx") from err
+    net = copy.deepcopy(net).cpu().eval()
+    example = torch.zeros(1, 3, 64, 64)
+    buffer = io.BytesIO()
+    axes = {"image": {0: "batch", 2: "height", 3: "width"}}
+    axes.update({name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in OUTPUT_NAMES})
+    with warnings.catch_warnings():  # the input checks are constant under tracing
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
+        torch.onnx.export(
+            net,
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=["image"],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=opset,
+        )
+    return buffer.getvalue()
+
+
+def export_onnx(net: nn.Module, path: str | Path, opset: int = OPSET) -> Path:
+    """Write ``net`` as an ONNX file; returns the path."""
+    path = Path(path)
+    path.write_bytes(onnx_bytes(net, opset))
+    return path
+
+
+class OnnxNetwork(nn.Module):
+    """A fundusfeat network run by OpenCV's DNN module from ONNX bytes.
+
+    Call it like the torch network: ``(B, 3, H, W)`` float32 normalised RGB on the CPU
+    -> ``(descriptors (B, D, H/s, W/s), reliability (B, 1, H, W), repeatability
+    (B, 1, H, W))`` float32 tensors. ``descriptor_stride``, ``dim`` and ``name`` are
+    copied from the exported network.
+    """
+
+    def __init__(self, model: bytes, descriptor_stride: int, dim: int, name: str) -> None:
+        super().__init__()
+        self._bytes = model
+        self._net = cv2.dnn.readNetFromONNX(np.frombuffer(model, np.uint8))
+        self._outputs = list(OUTPUT_NAMES)
+        self.descriptor_stride = descriptor_stride
+        self.dim = dim
+        self.name = name
+
+    @classmethod
+    def from_torch(cls, net: nn.Module, opset: int = OPSET) -> OnnxNetwork:
+        """Export a torch network and load it in OpenCV DNN."""
+        return cls(
+            onnx_bytes(net, opset),
+            int(getattr(net, "descriptor_stride", 1)),
+            int(getattr(net, "dim", 128)),
+            str(getattr(net, "name", "r2d2")),
+        )
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if images.device.type != "cpu":
+            raise ValueError("the ONNX (OpenCV DNN) backend runs on the CPU only")
+        self._net.setInput(np.ascontiguousarray(images.detach().float().numpy()))
+        outs = self._net.forward(self._outputs)
+        desc, rel, rep = (torch.from_numpy(np.ascontiguousarray(o)) for o in outs)
+        return desc, rel, rep
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "model": self._bytes,
+            "descriptor_stride": self.descriptor_stride,
+            "dim": self.dim,
+            "name": self.name,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model"], state["descriptor_stride"], state["dim"], state["name"])
+
+
+def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``export-onnx`` subcommand."""
+    p = subparsers.add_parser(
+        "export-onnx",
+        help="export the network to ONNX",
+        description="Write the network as ONNX (dynamic batch/height/width) and check that "
+        "OpenCV DNN reproduces the torch outputs.",
+    )
+    p.add_argument("--model", choices=("fast", "r2d2"), default="fast")
+    p.add_argument("--weights", default="default", help="'default' or a checkpoint path")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output file (default fundusfeat_<model>.onnx)"
+    )
+    p.add_argument("--opset", type=int, default=OPSET)
+    p.set_defaults(func=run_export)
+    return p
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export and verify on a random 256x320 input; prints the max abs differences."""
+    from fundusfeat.checkpoint import load_network
+
+    try:
+        net = load_network(args.model, args.weights, "cpu")
+        out = args.out or Path(f"fundusfeat_{net.name}.onnx")
+        export_onnx(net, out, args.opset)
+    except (ImportError, FileNotFoundError, ValueError) as err:
+        print(f"fundusfeat export-onnx: {err}", file=sys.stderr)
+        return 2
+    onnx_net = OnnxNetwork(out.read_bytes(), net.descriptor_stride, net.dim, net.name)
+    x = torch.randn(1, 3, 256, 320, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        diffs = [float((a - b).abs().max()) for a, b in zip(net(x), onnx_net(x), strict=True)]
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    print(
+        "max |torch - opencv-dnn|: "
+        + ", ".join(f"{n} {d:.2e}" for n, d in zip(OUTPUT_NAMES, diffs, strict=True))
+    )
+    return 0

@@ -1,0 +1,134 @@
+"""The trainer end to end on CPU: smoke config, resume, DDP with one gloo process."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fundusfeat import R2D2Fundus
+from fundusfeat.cli import main
+from fundusfeat.training.config import config_from_dict, load_config
+from fundusfeat.training.trainer import Trainer
+
+from .conftest import SHARED
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "training" / "configs" / "smoke.toml"
+
+pytestmark = pytest.mark.skipif(
+    not (SHARED / "data" / "idrid_train").is_dir(), reason="shared training data not available"
+)
+
+
+def _smoke(tmp_path: Path, **run: object):
+    cfg = load_config(SMOKE)
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(tmp_path), **run))
+
+
+def test_cli_smoke_checkpoint_loads_in_detector(tmp_path: Path, retina: np.ndarray) -> None:
+    code = main(["train", "--config", str(SMOKE), "--out-dir", str(tmp_path), "--steps", "2"])
+    assert code == 0
+    ckpt = tmp_path / "last.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["model"] == "fast" and state["step"] == 2 and state["pairs_seen"] == 8
+    det = R2D2Fundus.create(weights=str(ckpt), device="cpu", target_diameter=256)
+    assert det.model == "fast" and not det.empty()
+    kps, desc = det.detectAndCompute(retina, None)
+    assert desc.shape == (len(kps), 128) and desc.dtype == np.float32
+
+
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    a = Trainer(_smoke(tmp_path / "a", steps=2)).fit()
+    b_trainer = Trainer(_smoke(tmp_path / "b", steps=2))
+    b = b_trainer.fit()
+    assert a.history[-1]["loss"] == pytest.approx(b.history[-1]["loss"], rel=1e-5)
+    sa = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["state_dict"]
+    for k, v in b_trainer.net.state_dict().items():
+        assert torch.allclose(sa[k], v, atol=1e-6), k
+
+
+def test_resume_continues_counters_and_matches_uninterrupted(tmp_path: Path) -> None:
+    full = Trainer(_smoke(tmp_path / "full", steps=4, val_every=0))
+    full.fit()
+    Trainer(_smoke(tmp_path / "part", steps=2, val_every=0)).fit()
+    resumed = Trainer(
+        _smoke(tmp_path / "part", steps=4, val_every=0), resume=tmp_path / "part" / "last.pt"
+    )
+    assert resumed.state.step == 2
+    state = resumed.fit()
+    assert state.step == 4 and state.pairs_seen == 16
+    for k, v in full.net.state_dict().items():
+        assert torch.allclose(resumed.net.state_dict()[k], v, atol=1e-5), k
+
+
+def test_validation_reports_accuracy(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    Trainer(_smoke(tmp_path, steps=4, val_every=2)).fit(progress=seen.append)
+    vals = [s for s in seen if "val_mnn_accuracy" in s]
+    assert len(vals) == 2
+    assert all(0.0 <= v["val_mnn_accuracy"] <= 1.0 and np.isfinite(v["val_loss"]) for v in vals)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_single_gloo_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed as dist
+
+    env = {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        trainer = Trainer(_smoke(tmp_path, steps=2, val_every=0))
+        assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
+        assert dist.get_backend() == "gloo"
+        state = trainer.fit()
+        assert state.step == 2 and (tmp_path / "last.pt").is_file()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_resume_rejects_other_architecture(tmp_path: Path) -> None:
+    Trainer(_smoke(tmp_path, steps=1, val_every=0)).fit()
+    cfg = _smoke(tmp_path, steps=2)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="r2d2"))
+    with pytest.raises(ValueError, match="resume"):
+        Trainer(cfg, resume=tmp_path / "last.pt")
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        ({"modle": {}}, "unknown config section"),
+        ({"run": {"stpes": 3}}, "unknown key"),
+        ({"model": {"name": "vgg"}}, "model.name"),
+        ({"loss": {"descriptor": "triplet"}}, "loss.descriptor"),
+        ({"optim": {"batch_pairs": 8, "micro_batch": 3}}, "micro_batch"),
+    ],
+)
+def test_config_validation(raw: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        config_from_dict(raw)
+
+
+def test_cli_train_bad_config_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nsteps = 0\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "run.steps" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
