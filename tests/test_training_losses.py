@@ -17,6 +17,7 @@ from fundusfeat.training.losses import (
     homography_grid,
     mutual_nn_accuracy,
     peaky_loss,
+    reliability_bce,
     reliability_loss,
     warp_to_first,
 )
@@ -163,3 +164,13 @@ def test_mutual_nn_accuracy_counts_only_valid() -> None:
     sim = torch.eye(4)[None]
     valid = torch.tensor([[True, True, False, False]])
     assert float(mutual_nn_accuracy(sim, valid)) == 1.0
+
+
+def test_reliability_bce_minimum_at_quality() -> None:
+    q = torch.tensor([0.2, 0.9])
+    r = torch.linspace(0.01, 0.99, 99)[:, None].expand(99, 2)
+    best = r[reliability_bce(q.expand(99, 2), r).argmin(0), [0, 1]]
+    assert best.tolist() == pytest.approx([0.2, 0.9], abs=0.011)
+    r0 = torch.tensor([1e-4], requires_grad=True)
+    reliability_bce(torch.tensor([0.8]), r0).sum().backward()
+    assert float(r0.grad) < -100  # strong push up even when R has collapsed

@@ -63,7 +63,9 @@ class LossConfig:
 
     Attributes:
         descriptor: ``"ap"`` (the paper's AP loss with reliability) or ``"infonce"``.
-        k: the reliability margin of ``1 - AP * R - k (1 - R)`` (paper: 0.5).
+        k: the reliability margin of ``1 - AP * R - k (1 - R)`` (paper: 0.5; AP loss
+            only: with InfoNCE the reliability is fitted to the match probability by
+            binary cross-entropy).
         window: repeatability window N (paper: 16).
         peaky_weight: weight of the peakiness terms (paper: 0.5 each image).
         rep_weight: weight of the whole repeatability loss.

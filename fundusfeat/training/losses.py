@@ -150,6 +150,16 @@ def reliability_loss(quality: torch.Tensor, rel: torch.Tensor, k: float) -> torc
     return 1.0 - quality * rel - k * (1.0 - rel)
 
 
+def reliability_bce(quality: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    """Elementwise binary cross-entropy of the reliability ``rel`` against ``quality``.
+
+    Both in [0, 1]; ``rel`` is clamped to [1e-6, 1 - 1e-6]. Written out (not
+    ``F.binary_cross_entropy``) so that it is allowed under autocast.
+    """
+    r = rel.clamp(1e-6, 1.0 - 1e-6)
+    return -(quality * torch.log(r) + (1.0 - quality) * torch.log1p(-r))
+
+
 @dataclass(frozen=True)
 class Correspondences:
     """Query points of a batch and where they land.

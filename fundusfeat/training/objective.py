@@ -7,9 +7,12 @@
   over the query points of both images (AP is differentiable and trains the
   descriptors through this term).
 - ``L_desc`` with ``descriptor = "infonce"``: the InfoNCE cross-entropy of the true
-  correspondence among all grid points of the partner image, plus the same
-  reliability form with the (detached) softmax probability of the true match as the
-  quality, so R learns where descriptors can be trusted.
+  correspondence among all grid points of the partner image, plus a binary
+  cross-entropy that makes R predict the (detached) softmax probability of the true
+  match. (The paper's linear form ``1 - q R - k (1 - R)`` drives R to 0 through the
+  softmax while the early qualities are below k, where its gradient vanishes; the
+  cross-entropy keeps a gradient ``R - q`` on the logit and calibrates R as the
+  probability that the descriptor matches.)
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fundusfeat.training.losses import (
     cosim_loss,
     descriptor_terms,
     peaky_loss,
+    reliability_bce,
     reliability_loss,
     sample_maps,
     sample_unit_descriptors,
@@ -78,9 +82,12 @@ def batch_loss(
     r = torch.stack(
         [sample_maps(rel[:b], corr.xy1)[..., 0], sample_maps(rel[b:], corr.xy2)[..., 0]]
     )
-    q = quality.detach() if cfg.descriptor == "infonce" else quality
     n_valid = corr.valid.sum().clamp_min(1) * 2
-    rel_term = (reliability_loss(q, r, cfg.k) * corr.valid).sum() / n_valid
+    if cfg.descriptor == "infonce":
+        per_point = reliability_bce(quality.detach(), r)
+    else:
+        per_point = reliability_loss(quality, r, cfg.k)
+    rel_term = (per_point * corr.valid).sum() / n_valid
     desc_loss = rel_term + ce
     loss = desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky)
     terms = {

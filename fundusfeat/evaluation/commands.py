@@ -1,0 +1,255 @@
+"""``fundusfeat evaluate`` and ``fundusfeat bench``: argument parsing and printing.
+
+The only module of :mod:`fundusfeat.evaluation` that prints. Exit codes: 0 done (failed
+registrations are results, not errors); 2 bad arguments or unreadable files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fundusfeat.evaluation import bench, images, peers, plot, report, synthetic
+from fundusfeat.evaluation.fire import load_fire
+from fundusfeat.evaluation.runner import run_evaluation
+
+DEFAULT_METHODS = "sift-clahe,r2d2fundus"
+DEFAULT_BENCH_METHODS = "sift,sift-clahe,r2d2fundus"
+
+
+class ProgressLine:
+    """A one-line progress bar on stderr: ``[#####.....] 12/36 label  eta 1m05s``."""
+
+    def __init__(self, enabled: bool = True, width: int = 24) -> None:
+        self.enabled, self.width, self.start = enabled, width, time.monotonic()
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        if not self.enabled:
+            return
+        filled = self.width * done // max(total, 1)
+        elapsed = time.monotonic() - self.start
+        eta = int(elapsed / done * (total - done)) if done else 0
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"\r[{bar}] {done}/{total} {label[:40]:<40} eta {eta // 60}m{eta % 60:02d}s"
+        end = "\n" if done >= total else ""
+        print(line, end=end, file=sys.stderr, flush=True)
+
+
+def _error(command: str, message: object) -> int:
+    print(f"fundusfeat {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas: {text}") from exc
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers: {text}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, platform and library versions, for result files."""
+    import cv2
+    import numpy
+
+    from fundusfeat import __version__
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "fundusfeat": __version__,
+        "opencv": cv2.__version__,
+        "numpy": numpy.__version__,
+        "torch": getattr(sys.modules.get("torch"), "__version__", None),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def _write_outputs(out: Path, stem: str, data: dict[str, Any], table: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (out / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------------- evaluate
+def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``fundusfeat evaluate`` (FIRE or synthetic pairs, methods side by side)."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="registration score on FIRE or synthetic pairs, methods side by side",
+        description="Register every pair with every method (same matching and RANSAC) and "
+        "report the FIRE Registration Score (AUC of the success curve, 0..25 px) under the "
+        "paper's convention (pooled, per category) and SuperRetina's (mAUC, P37 excluded).",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fire", type=Path, metavar="DIR", help="FIRE dataset root")
+    source.add_argument(
+        "--synthetic",
+        nargs="+",
+        metavar="IMAGES",
+        help="image files, directories or .txt lists (never training images)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(synthetic.PRESETS),
+        default="hard",
+        help="difficulty of the synthetic pairs (default hard)",
+    )
+    p.add_argument("--pairs", type=_positive_int, default=36, help="synthetic pairs")
+    p.add_argument("--seed", type=int, default=0, help="synthetic benchmark seed")
+    p.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma-separated: {', '.join(peers.METHODS)} or module:factory "
+        f"(default {DEFAULT_METHODS})",
+    )
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        help="working long side in pixels (default: full images; errors are always in "
+        "original pixels)",
+    )
+    p.add_argument("--device", help="torch device for the learned methods (default: auto)")
+    p.add_argument("--ransac-threshold", type=float, help="RANSAC threshold (working px)")
+    p.add_argument("--out", type=Path, help="write results.md, results.json, success.png here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=run_evaluate_command)
+    return p
+
+
+def _evaluation_pairs(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
+    if args.fire is not None:
+        return load_fire(args.fire), {"dataset": "FIRE", "root": str(args.fire)}
+    paths = images.expand_image_args(args.synthetic)
+    pairs = synthetic.synthetic_pairs(paths, args.preset, args.pairs, args.seed)
+    meta = {
+        "dataset": "synthetic",
+        "preset": args.preset,
+        "pairs": args.pairs,
+        "seed": args.seed,
+        "images": [str(p) for p in paths],
+    }
+    return pairs, meta
+
+
+def run_evaluate_command(args: argparse.Namespace) -> int:
+    """Run ``fundusfeat evaluate``; returns the exit code."""
+    try:
+        names = peers.parse_methods(args.methods)
+        methods = {n: peers.make_registrar(n, args.device, args.ransac_threshold) for n in names}
+        pairs, meta = _evaluation_pairs(args)
+    except (FileNotFoundError, ValueError) as exc:
+        return _error("evaluate", exc)
+    results = run_evaluation(pairs, methods, args.size, ProgressLine(not args.quiet))
+    reports = report.summarize(results)
+    meta.update(size=args.size, methods=names, command=" ".join(sys.argv), **machine_info())
+    data = report.to_json(reports, meta)
+    table = report.markdown_table(reports)
+    if args.out is not None:
+        _write_outputs(args.out, "results", data, table)
+        title = f"{meta['dataset']} {meta.get('preset', '')}".strip()
+        plot.plot_success(reports, args.out / "success.png", title)
+    print(json.dumps(data, indent=2) if args.json else table)
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``fundusfeat bench`` (detect + describe time and memory per image)."""
+    p = subparsers.add_parser(
+        "bench",
+        help="seconds and memory per image for detect+describe, side by side with SIFT",
+        description="Time detectAndCompute per image (median), keypoints per image and peak "
+        "memory, with images resized so their field of view has each given diameter.",
+    )
+    p.add_argument(
+        "images", nargs="*", help="images, directories or .txt lists (default: demo image)"
+    )
+    p.add_argument("--sizes", type=_int_list, default=(768, 1152), help="FOV diameters (px)")
+    p.add_argument("--methods", default=DEFAULT_BENCH_METHODS, help="comma-separated methods")
+    p.add_argument("--threads", type=_positive_int, default=2, help="CPU threads")
+    p.add_argument("--repeat", type=_positive_int, default=3, help="timed calls per image")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto = cpu, plus cuda when available",
+    )
+    p.add_argument("--no-isolate", action="store_true", help="measure in this process")
+    p.add_argument("--out", type=Path, help="write bench.md and bench.json here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=run_bench_command)
+    return p
+
+
+def _bench_images(args: list[str]) -> list:
+    if args:
+        return [images.read_image(p) for p in images.expand_image_args(args)]
+    from fundusfeat.demo import load_demo_pair
+
+    return [load_demo_pair()[0]]
+
+
+def _devices(choice: str) -> tuple[str, ...]:
+    if choice == "auto":
+        return ("cpu", "cuda") if bench.cuda_available() else ("cpu",)
+    return (choice,)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    """Run ``fundusfeat bench``; returns the exit code."""
+    try:
+        config = bench.BenchConfig(
+            methods=tuple(peers.parse_methods(args.methods)),
+            sizes=args.sizes,
+            devices=_devices(args.device),
+            threads=args.threads,
+            repeat=args.repeat,
+            warmup=args.warmup,
+            isolate=not args.no_isolate,
+        )
+        imgs = _bench_images(args.images)
+    except (FileNotFoundError, ValueError) as exc:
+        return _error("bench", exc)
+    if "cuda" in config.devices and not bench.cuda_available():
+        return _error("bench", "--device cuda: no CUDA device")
+    results = bench.run_bench(imgs, config, ProgressLine(not args.quiet))
+    meta = {"command": " ".join(sys.argv), "num_images": len(imgs), **machine_info()}
+    data = {"meta": meta, "config": asdict(config), "results": [asdict(r) for r in results]}
+    table = bench.bench_table(results)
+    if args.out is not None:
+        _write_outputs(args.out, "bench", data, table)
+    print(json.dumps(data, indent=2) if args.json else table)
+    return 0

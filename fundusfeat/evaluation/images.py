@@ -1,0 +1,80 @@
+"""Reading images and image lists given on the command line.
+
+An image argument is an image file, a directory (its image files, sorted by name) or a
+``.txt`` list: one path per line, ``#`` starts a comment, relative paths are relative
+to the list's folder (``training/splits/val.txt`` is such a list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm"})
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a colour image as (H, W, 3) uint8 BGR.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if OpenCV cannot decode it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"not a readable image: {path}")
+    return img
+
+
+def read_image_list(path: str | Path) -> list[Path]:
+    """Paths named by a ``.txt`` list (comments and blank lines skipped).
+
+    Raises:
+        FileNotFoundError: if the list or a listed file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image list not found: {path}")
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        item = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        if not item.is_file():
+            raise FileNotFoundError(f"{path}:{number}: listed image not found: {item}")
+        out.append(item)
+    return out
+
+
+def expand_image_args(args: Iterable[str | Path]) -> list[Path]:
+    """Expand files, directories and ``.txt`` lists into a list of image paths.
+
+    Order is kept (directories sorted by file name); duplicates are dropped.
+
+    Raises:
+        FileNotFoundError: for a path that does not exist.
+        ValueError: if nothing is left.
+    """
+    args = list(args)
+    out: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.suffix.lower() == ".txt":
+            out += read_image_list(path)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"no such image, directory or list: {path}")
+    unique = list(dict.fromkeys(p.resolve() for p in out))
+    if not unique:
+        raise ValueError("no images found in: " + ", ".join(map(str, args)))
+    return unique

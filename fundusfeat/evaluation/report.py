@@ -1,0 +1,153 @@
+"""Per-method summaries of an evaluation run, as a markdown table and as JSON."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fundusfeat.evaluation.metrics import (
+    FIRE_CATEGORIES,
+    MAX_THRESHOLD,
+    SUCCESS_THRESHOLDS,
+    Conventions,
+    Score,
+    score_conventions,
+    success_curve,
+)
+from fundusfeat.evaluation.runner import PairResult
+
+
+@dataclass(frozen=True)
+class MethodReport:
+    """All the numbers of one method.
+
+    Attributes:
+        method: method name.
+        scores: the Registration Score under both conventions.
+        seconds_per_pair: mean registration time per pair (seconds).
+        results: the per-pair results.
+    """
+
+    method: str
+    scores: Conventions
+    seconds_per_pair: float
+    results: tuple[PairResult, ...]
+
+    @property
+    def errors(self) -> np.ndarray:
+        """(num_pairs,) float64 per-pair errors in pixels (``inf`` = failed)."""
+        return np.asarray([r.error for r in self.results], dtype=np.float64)
+
+
+def summarize(results: Sequence[PairResult]) -> list[MethodReport]:
+    """Group per-pair results by method (first-seen order) and score each method."""
+    methods = list(dict.fromkeys(r.method for r in results))
+    reports = []
+    for method in methods:
+        rows = tuple(r for r in results if r.method == method)
+        scores = score_conventions(
+            [r.pair for r in rows], [r.category for r in rows], [r.error for r in rows]
+        )
+        seconds = float(np.mean([r.seconds for r in rows]))
+        reports.append(MethodReport(method, scores, seconds, rows))
+    return reports
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    if math.isnan(value):
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def _category_cell(scores: Conventions, category: str) -> str:
+    score = scores.by_category.get(category)
+    return "-" if score is None else f"{_fmt(score.auc)} (n={score.num_pairs})"
+
+
+def markdown_table(reports: Sequence[MethodReport]) -> str:
+    """A markdown table with one row per method.
+
+    Columns: pooled AUC (the paper's convention), per-category AUC (S, P, A with pair
+    counts), mAUC (SuperRetina's convention: mean of the category AUCs, P37 excluded),
+    median error (px), success rates at 5/10/25 px, failures and seconds per pair.
+    """
+    rates = [f"<={t:g}px" for t in SUCCESS_THRESHOLDS]
+    head = ["method", "AUC", *FIRE_CATEGORIES, "mAUC", "median px", *rates, "failed", "s/pair"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rep in reports:
+        pooled = rep.scores.pooled
+        cells = [
+            rep.method,
+            _fmt(pooled.auc),
+            *(_category_cell(rep.scores, c) for c in FIRE_CATEGORIES),
+            _fmt(rep.scores.mauc),
+            _fmt(pooled.median_error, 2),
+            *(_fmt(pooled.success[t]) for t in SUCCESS_THRESHOLDS),
+            f"{pooled.num_failures}/{pooled.num_pairs}",
+            _fmt(rep.seconds_per_pair, 2),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _json_float(value: float) -> float | str | None:
+    """JSON has no inf/nan: inf -> "inf", nan -> None."""
+    if math.isnan(value):
+        return None
+    return "inf" if math.isinf(value) else float(value)
+
+
+def _score_json(score: Score) -> dict[str, Any]:
+    return {
+        "auc": _json_float(score.auc),
+        "num_pairs": score.num_pairs,
+        "num_failures": score.num_failures,
+        "median_error_px": _json_float(score.median_error),
+        "success": {f"{t:g}px": _json_float(v) for t, v in score.success.items()},
+    }
+
+
+def to_json(reports: Sequence[MethodReport], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON-ready dict: ``meta``, per-method scores, success curves and per-pair rows.
+
+    Infinite values are written as the string ``"inf"``.
+    """
+    thresholds = np.linspace(0.0, MAX_THRESHOLD, 26)
+    methods = []
+    for rep in reports:
+        methods.append(
+            {
+                "method": rep.method,
+                "paper": {
+                    "pooled": _score_json(rep.scores.pooled),
+                    "by_category": {c: _score_json(s) for c, s in rep.scores.by_category.items()},
+                },
+                "superretina": {
+                    "mauc": _json_float(rep.scores.mauc),
+                    "categories": list(rep.scores.mauc_categories),
+                },
+                "seconds_per_pair": rep.seconds_per_pair,
+                "success_curve": {
+                    "thresholds_px": thresholds.tolist(),
+                    "success": success_curve(rep.errors, thresholds).tolist(),
+                },
+                "pairs": [
+                    {
+                        "pair": r.pair,
+                        "category": r.category,
+                        "error_px": _json_float(r.error),
+                        "success": r.success,
+                        "reason": r.reason,
+                        "num_matches": r.num_matches,
+                        "num_inliers": r.num_inliers,
+                        "seconds": r.seconds,
+                    }
+                    for r in rep.results
+                ],
+            }
+        )
+    return {"meta": dict(meta or {}), "methods": methods}

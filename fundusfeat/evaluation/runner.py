@@ -1,0 +1,152 @@
+"""Run registration methods over evaluation pairs and measure each pair's error.
+
+Every method sees the same images: each pair is loaded once and registered by all
+methods in turn. With a working size, both images are resized (``cv2.INTER_AREA``) so
+their long side is ``size`` and the estimated homography is mapped back to the original
+pixels exactly: with ``S_k`` the resize of image ``k`` in cv2.resize's pixel-centre
+convention (``x_work = (x + 0.5) * s - 0.5``, :func:`fundusfeat.warps.scaling`),
+``H = inv(S_2) @ H_work @ S_1``. Errors are therefore always in original pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from fundusfeat.evaluation.metrics import pair_error
+from fundusfeat.evaluation.pairs import EvalPair
+from fundusfeat.preprocess import resize_image
+from fundusfeat.warps import scaling
+
+logger = logging.getLogger(__name__)
+
+
+class RegistrationLike(Protocol):
+    """What the runner reads from a registration (``fundusfeat.RegistrationResult``)."""
+
+    H: np.ndarray | None
+    success: bool
+    reason: str
+    matches: Sequence[Any]
+    num_inliers: int
+
+
+Registrar = Callable[[np.ndarray, np.ndarray], RegistrationLike]
+"""A method: ``(img1, img2) -> result`` whose ``H`` maps img1 pixels onto img2."""
+
+Progress = Callable[[int, int, str], None]
+"""Progress callback ``(done, total, label)``, called after each registration."""
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """One method on one pair.
+
+    Attributes:
+        method: method name.
+        pair: pair name.
+        category: pair category (``"S"``, ``"P"``, ``"A"`` ...).
+        error: mean control-point error in original fixed-image pixels (``inf`` = failed).
+        success: whether the method returned a transform.
+        reason: the method's reason (``"ok"`` on success for ``fundusfeat.register``).
+        num_matches: number of tentative matches.
+        num_inliers: number of RANSAC inliers.
+        seconds: wall-clock seconds of the registration (detection of both images,
+            matching, estimation), excluding image loading and resizing.
+    """
+
+    method: str
+    pair: str
+    category: str
+    error: float
+    success: bool
+    reason: str
+    num_matches: int
+    num_inliers: int
+    seconds: float
+
+
+def _resize_long_side(image: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to long side ``size``; returns the image and the (3, 3) original->working map."""
+    if size is None:
+        return image, np.eye(3)
+    resized, (sx, sy) = resize_image(image, size / max(image.shape[:2]))
+    return resized, scaling(sx, sy)
+
+
+def register_pair(
+    registrar: Registrar,
+    images: tuple[np.ndarray, np.ndarray],
+    pair: EvalPair,
+    method: str,
+    size: int | None = None,
+) -> PairResult:
+    """Register one loaded pair with one method and score it.
+
+    Args:
+        registrar: the method.
+        images: ``(img1, img2)`` as loaded by ``pair.load()``.
+        pair: the pair (control points in original pixels).
+        method: the method's name for the result.
+        size: working long side in pixels, or None for the original images.
+
+    Returns:
+        The :class:`PairResult`.
+    """
+    work1, S1 = _resize_long_side(images[0], size)
+    work2, S2 = _resize_long_side(images[1], size)
+    start = time.perf_counter()
+    result = registrar(work1, work2)
+    seconds = time.perf_counter() - start
+    H = None
+    if result.success and result.H is not None:
+        H = np.linalg.inv(S2) @ np.asarray(result.H, dtype=np.float64) @ S1
+    error = pair_error(H, pair.points_fixed, pair.points_moving)
+    if not result.success:
+        logger.debug("%s failed on %s: %s", method, pair.name, result.reason)
+    return PairResult(
+        method=method,
+        pair=pair.name,
+        category=pair.category,
+        error=error,
+        success=bool(result.success) and math.isfinite(error),
+        reason=str(result.reason or ""),
+        num_matches=len(result.matches),
+        num_inliers=int(result.num_inliers),
+        seconds=seconds,
+    )
+
+
+def run_evaluation(
+    pairs: Sequence[EvalPair],
+    methods: Mapping[str, Registrar],
+    size: int | None = None,
+    progress: Progress | None = None,
+) -> list[PairResult]:
+    """Register every pair with every method.
+
+    Args:
+        pairs: the evaluation pairs.
+        methods: ``{name: registrar}``, run in this order on each pair.
+        size: working long side in pixels, or None (the methods get the full images;
+            ``R2D2Fundus`` normalises the scale itself).
+        progress: optional callback after each registration.
+
+    Returns:
+        One :class:`PairResult` per (pair, method), pair-major.
+    """
+    total, done, out = len(pairs) * len(methods), 0, []
+    for pair in pairs:
+        images = pair.load()
+        for name, registrar in methods.items():
+            out.append(register_pair(registrar, images, pair, name, size))
+            done += 1
+            if progress is not None:
+                progress(done, total, f"{pair.name} {name}")
+    return out

@@ -1,0 +1,146 @@
+"""Peers by name, the bench, and the evaluate/bench commands end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fundusfeat.demo import load_demo_pair
+from fundusfeat.evaluation import ClaheSift, commands, make_detector
+from fundusfeat.evaluation.bench import BenchConfig, measure, resize_to_fov, run_bench
+from fundusfeat.evaluation.peers import parse_methods
+from fundusfeat.preprocess import estimate_fov
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return cv2.resize(load_demo_pair()[0], (384, 384), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "fundus.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="fundusfeat")
+    sub = parser.add_subparsers()
+    commands.add_evaluate_parser(sub)
+    commands.add_bench_parser(sub)
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------- peers
+def test_clahe_sift_is_feature2d_like(image):
+    det = ClaheSift.create()
+    kps, desc = det.detectAndCompute(image, None)
+    assert len(kps) > 10 and desc.shape == (len(kps), det.descriptorSize())
+    assert desc.dtype == np.float32 and det.descriptorType() == cv2.CV_32F
+    assert det.defaultNorm() == cv2.NORM_L2 and not det.empty()
+    assert len(det.detect(image)) == len(kps)
+    assert det.compute(image, kps)[1].shape == desc.shape
+    assert det.enhance(image.astype(np.float32) / 255).dtype == np.uint8
+    clone = pickle.loads(pickle.dumps(det))
+    assert len(clone.detect(image[..., 1])) == len(kps)  # gray input: used as is
+
+
+@pytest.mark.parametrize("name", ["sift", "orb", "akaze", "cv2:xfeatures2d.BRISK_create"])
+def test_make_detector_opencv(name, image):
+    kps, _ = make_detector(name).detectAndCompute(image, None)
+    assert len(kps) > 0
+
+
+@pytest.mark.parametrize("name", ["surf", "nomodule_xyz:f", "cv2:nothing_here", "cv2:"])
+def test_make_detector_unknown(name):
+    with pytest.raises(ValueError, match="method"):
+        make_detector(name)
+
+
+def test_parse_methods():
+    assert parse_methods(" sift, orb,sift ") == ["sift", "orb"]
+    with pytest.raises(ValueError):
+        parse_methods(" , ")
+
+
+# ------------------------------------------------------------------------- bench
+def test_bench_measure_in_process(image):
+    small = resize_to_fov(image, 200)
+    assert abs(estimate_fov(small).diameter - 200) < 8
+    config = BenchConfig(methods=("sift",), sizes=(200,), repeat=2, warmup=0, isolate=False)
+    result = measure("sift", "cpu", 200, [small], config)
+    assert result.seconds > 0 and result.keypoints > 0
+    assert result.peak_rss_mib >= result.base_rss_mib > 0 and result.peak_gpu_mib is None
+    with pytest.raises(ValueError):
+        BenchConfig(devices=("tpu",))
+
+
+@pytest.mark.slow
+def test_bench_isolated_subprocess(image):
+    config = BenchConfig(methods=("sift-clahe",), sizes=(160,), repeat=1, isolate=True)
+    (result,) = run_bench([image], config)
+    assert result.method == "sift-clahe" and result.keypoints > 0
+
+
+# ---------------------------------------------------------------------- commands
+def test_evaluate_command_smoke(tmp_path, image_path, capsys):
+    out = tmp_path / "out"
+    args = _parse(
+        "evaluate", "--synthetic", str(image_path), "--preset", "easy", "--pairs", "2",
+        "--methods", "sift-clahe,orb", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert args.func(args) == 0
+    table = capsys.readouterr().out
+    assert "| sift-clahe |" in table and "| orb |" in table
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["preset"] == "easy" and data["meta"]["cpu"]
+    assert [m["method"] for m in data["methods"]] == ["sift-clahe", "orb"]
+    assert len(data["methods"][0]["pairs"]) == 2
+    assert (out / "results.md").read_text().startswith("| method |")
+    pytest.importorskip("matplotlib")
+    assert (out / "success.png").stat().st_size > 0
+
+
+def test_evaluate_command_json_and_errors(tmp_path, image_path, capsys):
+    args = _parse(
+        "evaluate", "--synthetic", str(image_path), "--preset", "easy", "--pairs", "1",
+        "--methods", "sift", "--json", "--size", "256",
+    )  # fmt: skip
+    assert args.func(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["meta"]["size"] == 256
+    bad = _parse("evaluate", "--fire", str(tmp_path / "missing"), "--methods", "sift")
+    assert bad.func(bad) == 2
+    assert "FIRE layout" in capsys.readouterr().err
+    bad = _parse("evaluate", "--synthetic", str(image_path), "--methods", "nope")
+    assert bad.func(bad) == 2
+
+
+def test_bench_command_smoke(image_path, capsys):
+    args = _parse(
+        "bench", str(image_path), "--sizes", "160", "--methods", "sift", "--device", "cpu",
+        "--repeat", "1", "--threads", "1", "--no-isolate", "--json", "--quiet",
+    )  # fmt: skip
+    assert args.func(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    (row,) = data["results"]
+    assert row["method"] == "sift" and row["size"] == 160 and row["threads"] == 1
+
+
+@pytest.mark.slow
+def test_evaluate_learned_method_runs(image_path, capsys):
+    # the weights may be untrained: only the plumbing is checked, not the score
+    args = _parse(
+        "evaluate", "--synthetic", str(image_path), "--preset", "easy", "--pairs", "1",
+        "--methods", "r2d2fundus-fast", "--device", "cpu", "--json", "--quiet",
+    )  # fmt: skip
+    assert args.func(args) == 0
+    (method,) = json.loads(capsys.readouterr().out)["methods"]
+    assert method["method"] == "r2d2fundus-fast" and len(method["pairs"]) == 1

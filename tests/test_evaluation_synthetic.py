@@ -1,0 +1,93 @@
+"""Synthetic pairs: reproducible from the seed, control points exact, FOVs respected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fundusfeat.demo import load_demo_pair
+from fundusfeat.evaluation import PRESETS, make_synthetic_pair, synthetic_pairs
+from fundusfeat.evaluation.images import expand_image_args
+from fundusfeat.preprocess import estimate_fov
+from fundusfeat.warps import transform_points
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return cv2.resize(load_demo_pair()[0], (384, 384), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> Path:
+    path = tmp_path_factory.mktemp("syn") / "fundus.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.mark.parametrize("preset", ["easy", "hard"])
+def test_pair_is_reproducible_and_exact(image, preset):
+    a = make_synthetic_pair(image, PRESETS[preset], 7)
+    b = make_synthetic_pair(image, PRESETS[preset], 7)
+    c = make_synthetic_pair(image, PRESETS[preset], 8)
+    np.testing.assert_array_equal(a.image1, b.image1)
+    np.testing.assert_array_equal(a.image2, b.image2)
+    np.testing.assert_array_equal(a.H, b.H)
+    assert not np.array_equal(a.H, c.H)
+    assert a.image1.shape == a.image2.shape == image.shape and a.image2.dtype == np.uint8
+    np.testing.assert_allclose(a.points_moving, transform_points(a.H, a.points_fixed))
+    assert a.overlap >= PRESETS[preset].min_overlap
+    assert len(a.points_fixed) == PRESETS[preset].num_points
+
+
+def test_points_inside_both_fovs_and_black_outside(image):
+    fov = estimate_fov(image).mask
+    for seed in range(4):
+        pair = make_synthetic_pair(image, PRESETS["hard"], seed)
+        for pts in (pair.points_fixed, pair.points_moving):
+            ij = np.round(pts).astype(int)
+            assert np.all(fov[ij[:, 1], ij[:, 0]])
+        assert not pair.image1[~fov].any() and not pair.image2[~fov].any()
+
+
+def test_benchmark_pairs_reproducible(image_path, image):
+    pairs = synthetic_pairs([image_path], "easy", 3, seed=5)
+    again = synthetic_pairs([image_path], PRESETS["easy"], 3, seed=5)
+    other = synthetic_pairs([image_path], "easy", 3, seed=6)
+    assert [p.name for p in pairs] == ["syn000", "syn001", "syn002"]
+    assert {p.category for p in pairs} <= {"S", "P"}
+    for p, q, r in zip(pairs, again, other, strict=True):
+        np.testing.assert_array_equal(p.H_true, q.H_true)
+        np.testing.assert_array_equal(p.points_fixed, q.points_fixed)
+        assert not np.array_equal(p.H_true, r.H_true)
+    img1, img2 = pairs[1].load()
+    np.testing.assert_array_equal(img2, pairs[1].load()[1])
+    assert img1.shape == image.shape
+    np.testing.assert_allclose(
+        pairs[1].points_moving, transform_points(pairs[1].H_true, pairs[1].points_fixed)
+    )
+
+
+def test_benchmark_bad_arguments(image_path):
+    with pytest.raises(ValueError, match="preset"):
+        synthetic_pairs([image_path], "medium", 1)
+    with pytest.raises(ValueError, match="num_pairs"):
+        synthetic_pairs([image_path], "easy", 0)
+    with pytest.raises(ValueError, match="images"):
+        synthetic_pairs([], "easy", 1)
+
+
+def test_image_lists(tmp_path, image_path):
+    sub = tmp_path / "lists"
+    sub.mkdir()
+    (sub / "a.txt").write_text(f"# comment\n\n{image_path}  # trailing\n../other.png\n")
+    (tmp_path / "other.png").write_bytes(image_path.read_bytes())
+    paths = expand_image_args([sub / "a.txt", tmp_path])
+    assert paths == [image_path.resolve(), (tmp_path / "other.png").resolve()]
+    (sub / "b.txt").write_text("missing.png\n")
+    with pytest.raises(FileNotFoundError, match="b.txt:1"):
+        expand_image_args([sub / "b.txt"])
+    with pytest.raises(FileNotFoundError, match="no such"):
+        expand_image_args([tmp_path / "none.jpg"])
