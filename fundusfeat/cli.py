@@ -174,12 +174,12 @@ def _fail_usage(message: str) -> int:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise UsageError(f"cannot read image {str(path)!r}: no such file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UsageError(f"cannot read image {str(path)!r}: not an image OpenCV can decode")
-    return image
+    from fundusfeat.imageio import read_image
+
+    try:
+        return read_image(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"cannot read image {str(path)!r}: {err}") from err
 
 
 def _make_detector(args: argparse.Namespace) -> Any:

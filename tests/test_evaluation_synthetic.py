@@ -10,7 +10,7 @@ import pytest
 
 from fundusfeat.demo import load_demo_pair
 from fundusfeat.evaluation import PRESETS, make_synthetic_pair, synthetic_pairs
-from fundusfeat.evaluation.images import expand_image_args
+from fundusfeat.imageio import expand_image_args
 from fundusfeat.preprocess import estimate_fov
 from fundusfeat.warps import transform_points
 

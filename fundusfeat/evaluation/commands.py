@@ -17,7 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fundusfeat.evaluation import bench, images, peers, plot, report, synthetic
+from fundusfeat import imageio as images
+from fundusfeat.evaluation import bench, peers, plot, report, synthetic
 from fundusfeat.evaluation.fire import load_fire
 from fundusfeat.evaluation.runner import run_evaluation
 

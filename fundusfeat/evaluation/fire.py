@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fundusfeat.evaluation.images import read_image
 from fundusfeat.evaluation.pairs import EvalPair
+from fundusfeat.imageio import read_image
 
 logger = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fundusfeat.evaluation.images import read_image
 from fundusfeat.evaluation.pairs import EvalPair
+from fundusfeat.imageio import read_image
 from fundusfeat.preprocess import estimate_fov
 from fundusfeat.warps import (
     PhotoRange,

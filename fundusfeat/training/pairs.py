@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from fundusfeat.imageio import read_image
 from fundusfeat.preprocess import estimate_fov, resize_image, working_scale
 from fundusfeat.warps import (
     PhotoRange,
@@ -68,9 +69,7 @@ class PairBatch:
 
 def load_train_image(path: str | Path, target_diameter: float) -> TrainImage:
     """Read an image, find its FOV and bring both to the working scale."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"cannot read image {path}")
+    img = read_image(path)
     fov = estimate_fov(img)
     scale = working_scale(fov.diameter, target_diameter)
     small, (sx, sy) = resize_image(img, scale)

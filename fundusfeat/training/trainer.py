@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fundusfeat.imageio import expand_image_args
 from fundusfeat.network import build_network
 from fundusfeat.training.config import TrainConfig
-from fundusfeat.training.data import list_images
 from fundusfeat.training.objective import batch_loss
 from fundusfeat.training.pairs import PairBatch, PairSampler, load_train_image
 from fundusfeat.training.validation import validate
@@ -117,7 +117,7 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _make_sampler(self, images: str, seed: int) -> PairSampler:
         d = self.cfg.data
-        paths = list_images(images)
+        paths = expand_image_args([images])
         loaded = [load_train_image(p, d.target_diameter) for p in paths]
         return PairSampler(
             loaded,

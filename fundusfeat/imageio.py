@@ -1,8 +1,9 @@
-"""Reading images and image lists given on the command line.
+"""Reading images and image sets (CLI, evaluation and training).
 
-An image argument is an image file, a directory (its image files, sorted by name) or a
-``.txt`` list: one path per line, ``#`` starts a comment, relative paths are relative
-to the list's folder (``training/splits/val.txt`` is such a list).
+An image set is an image file, a directory (its image files, sorted by name, without
+annotation masks named ``*_overlay.*`` / ``*_mask.*``) or a ``.txt`` list: one path per
+line, ``#`` starts a comment, relative paths are relative to the list's folder
+(``training/splits/val.txt`` is such a list).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm"})
+MASK_STEMS = ("_overlay", "_mask")
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -67,7 +69,11 @@ def expand_image_args(args: Iterable[str | Path]) -> list[Path]:
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith(MASK_STEMS)
+            )
         elif path.suffix.lower() == ".txt":
             out += read_image_list(path)
         elif path.is_file():
