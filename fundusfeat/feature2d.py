@@ -43,6 +43,19 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTOR_SIZE = 128
 BACKENDS = ("torch", "onnx")
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # the paper's inference: FOV 750 px, pyramid 1 .. 1/3, thresholds 0.7
+    "r2d2": {
+        "target_diameter": preprocess.TARGET_FOV_DIAMETER,
+        "rep_thr": kp.DEFAULT_REP_THR,
+        "rel_thr": kp.DEFAULT_REL_THR,
+        "min_scale": kp.DEFAULT_MIN_SCALE,
+    },
+    # the fast network localises best at a larger working scale (it is trained on FOVs
+    # of 250..1500 px); values chosen on held-out synthetic pairs (docs/benchmarks.md)
+    "fast": {"target_diameter": 1000.0, "rep_thr": 0.5, "rel_thr": 0.5, "min_scale": 0.5},
+}
+"""Settings that depend on the model, used where ``create`` leaves them unset."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,7 @@ class R2D2Fundus:
 
     def __init__(
         self,
-        config: DetectorConfig,
+        config: DetectorConfig | dict[str, Any],
         model: str | None = None,
         weights: str | Path = "default",
         device: torch.device | str | None = None,
@@ -112,7 +125,6 @@ class R2D2Fundus:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self._config = config
         self._backend = backend
         self._device = _resolve_device("cpu" if backend == "onnx" and device is None else device)
         if backend == "onnx" and self._device.type != "cpu":
@@ -122,6 +134,9 @@ class R2D2Fundus:
         if model is None and default:
             model = checkpoint.default_model(self._device)
         self._model, self._state = checkpoint.load_state_dict(weights, model)
+        if not isinstance(config, DetectorConfig):  # settings given: fill the model's defaults
+            config = DetectorConfig(**{**MODEL_DEFAULTS[self._model], **config})
+        self._config = config
         self._net: torch.nn.Module | None = self._build_network()
 
     @classmethod
@@ -131,13 +146,13 @@ class R2D2Fundus:
         device: torch.device | str | None = None,
         weights: str | Path = "default",
         model: str | None = None,
-        rep_thr: float = kp.DEFAULT_REP_THR,
-        rel_thr: float = kp.DEFAULT_REL_THR,
+        rep_thr: float | None = None,
+        rel_thr: float | None = None,
         scale_f: float = kp.DEFAULT_SCALE_F,
-        min_scale: float = kp.DEFAULT_MIN_SCALE,
+        min_scale: float | None = None,
         max_scale: float = 1.0,
         fov: bool = True,
-        target_diameter: float | None = preprocess.TARGET_FOV_DIAMETER,
+        target_diameter: float | None | str = "auto",
         border: int = kp.DEFAULT_BORDER,
         keypoint_size: float = 8.0,
         backend: str = "torch",
@@ -150,33 +165,37 @@ class R2D2Fundus:
             weights: ``"default"`` (shipped, sha256-verified) or a checkpoint path.
             model: ``"r2d2"`` or ``"fast"``; None = ``checkpoint.default_model(device)``
                 for default weights, or inferred from a checkpoint's keys.
-            rep_thr: minimum repeatability of a keypoint, in [0, 1].
-            rel_thr: minimum reliability of a keypoint, in [0, 1].
+            rep_thr: minimum repeatability of a keypoint, in [0, 1]; None = the
+                model's default (:data:`MODEL_DEFAULTS`).
+            rel_thr: minimum reliability of a keypoint, in [0, 1]; None = model default.
             scale_f: ratio between pyramid scales (> 1; the paper uses 2**0.25).
-            min_scale: smallest pyramid scale (the paper stops below 1/3).
+            min_scale: smallest pyramid scale (the paper stops below 1/3); None = model
+                default.
             max_scale: largest pyramid scale.
             fov: restrict keypoints to the estimated field of view and normalise the
                 scale by its diameter (else by ``max(H, W)``).
-            target_diameter: FOV diameter in px at the working scale; None = no resize.
+            target_diameter: FOV diameter in px at the working scale; None = no resize;
+                ``"auto"`` = the model's default.
             border: keypoints within this many level pixels of the FOV rim, mask edge or
                 image border are dropped.
             keypoint_size: ``KeyPoint.size`` in working-scale pixels at pyramid scale 1.
             backend: ``"torch"`` or ``"onnx"`` (the network exported to ONNX and run by
                 OpenCV's DNN module on the CPU; needs the ``onnx`` package to export).
         """
-        config = DetectorConfig(
-            max_keypoints=max_keypoints,
-            rep_thr=rep_thr,
-            rel_thr=rel_thr,
-            scale_f=scale_f,
-            min_scale=min_scale,
-            max_scale=max_scale,
-            fov=fov,
-            target_diameter=target_diameter,
-            border=border,
-            keypoint_size=keypoint_size,
-        )
-        return cls(config, model=model, weights=weights, device=device, backend=backend)
+        overrides = {
+            "max_keypoints": max_keypoints,
+            "rep_thr": rep_thr,
+            "rel_thr": rel_thr,
+            "scale_f": scale_f,
+            "min_scale": min_scale,
+            "max_scale": max_scale,
+            "fov": fov,
+            "target_diameter": target_diameter,
+            "border": border,
+            "keypoint_size": keypoint_size,
+        }
+        given = {k: v for k, v in overrides.items() if not _is_unset(k, v)}
+        return cls(given, model=model, weights=weights, device=device, backend=backend)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -542,6 +561,17 @@ def _resolve_device(device: torch.device | str | None, fallback: bool = False) -
             return torch.device("cpu")
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def _is_unset(name: str, value: Any) -> bool:
+    """True for a ``create`` argument left to the model's default."""
+    if name == "target_diameter":
+        if isinstance(value, str):
+            if value != "auto":
+                raise ValueError(f"target_diameter must be a number, None or 'auto', got {value!r}")
+            return True
+        return False
+    return name in MODEL_DEFAULTS["fast"] and value is None
 
 
 def _is_image_list(image: Any) -> bool:

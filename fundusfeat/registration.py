@@ -27,6 +27,12 @@ from fundusfeat.geometry import (
 from fundusfeat.matching import FundusMatcher
 from fundusfeat.preprocess import validate_image, validate_mask
 
+DEFAULT_METHOD = "magsac"
+"""Robust estimator of :func:`register`. MAGSAC++ (``cv2.USAC_MAGSAC``) gives much lower
+errors than plain RANSAC with the hundreds of matches of the learned features (see
+docs/benchmarks.md, which reports both); :func:`estimate_projective` keeps
+``cv2.findHomography``'s RANSAC default."""
+
 DEFAULT_MIN_INLIERS = 8
 _HAMMING_NORMS = (cv2.NORM_HAMMING, cv2.NORM_HAMMING2)
 
@@ -164,7 +170,7 @@ def register(
     mask1: np.ndarray | None = None,
     mask2: np.ndarray | None = None,
     ransac_threshold: float = DEFAULT_RANSAC_THRESHOLD,
-    method: str = "ransac",
+    method: str = DEFAULT_METHOD,
     min_inliers: int = DEFAULT_MIN_INLIERS,
     seed: int = 0,
 ) -> RegistrationResult:
@@ -181,7 +187,7 @@ def register(
         mask1: None or ``(H1, W1)`` uint8/bool keypoint mask of image 1.
         mask2: likewise for image 2.
         ransac_threshold: inlier threshold in pixels of image 2.
-        method: ``"ransac"``, ``"magsac"`` or ``"lmeds"``.
+        method: ``"magsac"`` (default, cv2.USAC_MAGSAC), ``"ransac"`` or ``"lmeds"``.
         min_inliers: fewest inliers accepted as a registration (>= 4).
         seed: RANSAC seed (deterministic results).
 
@@ -210,7 +216,7 @@ def register_many(
     matcher: Any = None,
     *,
     ransac_threshold: float = DEFAULT_RANSAC_THRESHOLD,
-    method: str = "ransac",
+    method: str = DEFAULT_METHOD,
     min_inliers: int = DEFAULT_MIN_INLIERS,
     seed: int = 0,
 ) -> list[RegistrationResult]:

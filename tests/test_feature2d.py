@@ -247,3 +247,22 @@ def test_cpu_vs_cuda(retina):
     assert np.median(dist) < 0.05
     batch = gpu_det.detectAndCompute([retina, retina], None)
     assert len(batch[0][0]) == len(batch[1][0]) == len(gpu[0])
+
+
+def test_model_defaults_fill_unset_settings() -> None:
+    from fundusfeat.feature2d import MODEL_DEFAULTS
+
+    fast = R2D2Fundus.create(model="fast", device="cpu")
+    assert fast.config.target_diameter == MODEL_DEFAULTS["fast"]["target_diameter"]
+    assert fast.config.rep_thr == MODEL_DEFAULTS["fast"]["rep_thr"]
+    paper = R2D2Fundus.create(model="r2d2", device="cpu")
+    assert paper.config.target_diameter == 750.0 and paper.config.rel_thr == 0.7
+    assert paper.config.min_scale == pytest.approx(1 / 3)
+    mine = R2D2Fundus.create(model="fast", device="cpu", rep_thr=0.9, target_diameter=None)
+    assert mine.config.rep_thr == 0.9 and mine.config.target_diameter is None
+    assert mine.config.rel_thr == MODEL_DEFAULTS["fast"]["rel_thr"]
+
+
+def test_target_diameter_rejects_other_strings() -> None:
+    with pytest.raises(ValueError, match="target_diameter"):
+        R2D2Fundus.create(model="fast", device="cpu", target_diameter="big")

@@ -21,6 +21,7 @@ from fundusfeat import imageio as images
 from fundusfeat.evaluation import bench, peers, plot, report, synthetic
 from fundusfeat.evaluation.fire import load_fire
 from fundusfeat.evaluation.runner import run_evaluation
+from fundusfeat.registration import DEFAULT_METHOD
 
 DEFAULT_METHODS = "sift-clahe,r2d2fundus"
 DEFAULT_BENCH_METHODS = "sift,sift-clahe,r2d2fundus"
@@ -141,6 +142,11 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="torch device for the learned methods (default: auto)")
     p.add_argument("--ransac-threshold", type=float, help="RANSAC threshold (working px)")
+    p.add_argument(
+        "--estimator",
+        choices=("magsac", "ransac", "lmeds"),
+        help="robust homography estimator for every method (default: fundusfeat.register's)",
+    )
     p.add_argument("--out", type=Path, help="write results.md, results.json, success.png here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -167,13 +173,22 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     """Run ``fundusfeat evaluate``; returns the exit code."""
     try:
         names = peers.parse_methods(args.methods)
-        methods = {n: peers.make_registrar(n, args.device, args.ransac_threshold) for n in names}
+        methods = {
+            n: peers.make_registrar(n, args.device, args.ransac_threshold, args.estimator)
+            for n in names
+        }
         pairs, meta = _evaluation_pairs(args)
     except (FileNotFoundError, ValueError) as exc:
         return _error("evaluate", exc)
     results = run_evaluation(pairs, methods, args.size, ProgressLine(not args.quiet))
     reports = report.summarize(results)
-    meta.update(size=args.size, methods=names, command=" ".join(sys.argv), **machine_info())
+    meta.update(
+        size=args.size,
+        methods=names,
+        estimator=args.estimator or DEFAULT_METHOD,
+        command=" ".join(sys.argv),
+        **machine_info(),
+    )
     data = report.to_json(reports, meta)
     table = report.markdown_table(reports)
     if args.out is not None:

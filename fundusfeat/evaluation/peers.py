@@ -188,7 +188,10 @@ def parse_methods(text: str) -> list[str]:
 
 
 def make_registrar(
-    name: str, device: str | None = None, ransac_threshold: float | None = None
+    name: str,
+    device: str | None = None,
+    ransac_threshold: float | None = None,
+    estimator: str | None = None,
 ) -> Registrar:
     """A registration method: the named detector through ``fundusfeat.register``.
 
@@ -200,10 +203,14 @@ def make_registrar(
         device: torch device for the learned methods.
         ransac_threshold: RANSAC reprojection threshold in working pixels (None = the
             default of ``fundusfeat.register``).
+        estimator: ``"ransac"``, ``"magsac"`` or ``"lmeds"`` (None = the default of
+            ``fundusfeat.register``).
     """
     from fundusfeat.registration import register
 
     kwargs: dict[str, Any] = {"detector": make_detector(name, device)}
     if ransac_threshold is not None:
         kwargs["ransac_threshold"] = ransac_threshold
+    if estimator is not None:
+        kwargs["method"] = estimator
     return partial(register, **kwargs)
