@@ -41,9 +41,19 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+TRAINED = frozenset({"fast"})
+"""Models whose shipped weights are trained (see fundusfeat/weights/MODEL_CARD.md); the
+``r2d2`` file is still a seeded random initialisation until it is trained on a GPU."""
+
+
 def default_model(device: torch.device | str | None = None) -> str:
-    """Model used when the user names none: ``"r2d2"`` on CUDA, ``"fast"`` otherwise."""
-    return "r2d2" if torch.device(device or "cpu").type == "cuda" else "fast"
+    """Model used when the user names none.
+
+    ``"r2d2"`` (the paper's network) on CUDA once its shipped weights are trained, else
+    ``"fast"`` (the CPU-fast network, and the only trained one today).
+    """
+    cuda = torch.device(device or "cpu").type == "cuda"
+    return "r2d2" if cuda and "r2d2" in TRAINED else "fast"
 
 
 def default_weights_path(model: str) -> Path:

@@ -116,7 +116,7 @@ def _rss_mib(peak: bool) -> float:
     return kib / (1024.0 * 1024.0) if sys.platform == "darwin" else kib / 1024.0
 
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
     cv2.setNumThreads(threads)
     if "torch" in sys.modules:
         import torch
@@ -143,10 +143,10 @@ def measure(
         images: (H, W, 3) uint8 BGR images, already resized.
         config: threads, repeat and warm-up.
     """
-    _set_threads(config.threads)
+    set_threads(config.threads)
     base = _rss_mib(peak=False)
     detector = make_detector(method, device=device, keep_size=True)
-    _set_threads(config.threads)
+    set_threads(config.threads)
     if device == "cuda":
         import torch
 

@@ -223,6 +223,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="auto = cpu, plus cuda when available",
     )
     p.add_argument("--no-isolate", action="store_true", help="measure in this process")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also report the share of the learned methods' time spent in the network forward",
+    )
     p.add_argument("--out", type=Path, help="write bench.md and bench.json here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -242,6 +247,44 @@ def _devices(choice: str) -> tuple[str, ...]:
     if choice == "auto":
         return ("cpu", "cuda") if bench.cuda_available() else ("cpu",)
     return (choice,)
+
+
+def _profile_rows(image: Any, config: bench.BenchConfig) -> list[dict[str, Any]]:
+    """Forward-time share of each learned method, device and size (in this process)."""
+    from fundusfeat.evaluation.profile import forward_share
+
+    bench.set_threads(config.threads)
+    rows = []
+    for method in filter(peers.is_learned, config.methods):
+        for device in config.devices:
+            detector = peers.make_detector(method, device=device, keep_size=True)
+            for size in config.sizes:
+                p = forward_share(detector, bench.resize_to_fov(image, size), config.repeat)
+                rows.append(
+                    {
+                        "method": method,
+                        "device": device,
+                        "size": size,
+                        "total_s": p.total_s,
+                        "forward_s": p.forward_s,
+                        "share": p.share,
+                        "levels": p.levels,
+                    }
+                )
+    return rows
+
+
+def _profile_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| method | device | FOV px | s/image | forward s | forward share | levels |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['method']} | {r['device']} | {r['size']} | {r['total_s']:.3f} | "
+        f"{r['forward_s']:.3f} | {100 * r['share']:.1f} % | {r['levels']} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
@@ -265,6 +308,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
     meta = {"command": " ".join(sys.argv), "num_images": len(imgs), **machine_info()}
     data = {"meta": meta, "config": asdict(config), "results": [asdict(r) for r in results]}
     table = bench.bench_table(results)
+    if args.profile:
+        data["profile"] = _profile_rows(imgs[0], config)
+        table += "\n\n" + _profile_table(data["profile"])
     if args.out is not None:
         _write_outputs(args.out, "bench", data, table)
     print(json.dumps(data, indent=2) if args.json else table)
