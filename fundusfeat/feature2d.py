@@ -50,10 +50,17 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "rep_thr": kp.DEFAULT_REP_THR,
         "rel_thr": kp.DEFAULT_REL_THR,
         "min_scale": kp.DEFAULT_MIN_SCALE,
+        "nms_size": 3,
     },
     # the fast network localises best at a larger working scale (it is trained on FOVs
     # of 250..1500 px); values chosen on held-out synthetic pairs (docs/benchmarks.md)
-    "fast": {"target_diameter": 1000.0, "rep_thr": 0.5, "rel_thr": 0.5, "min_scale": 0.5},
+    "fast": {
+        "target_diameter": 1000.0,
+        "rep_thr": 0.5,
+        "rel_thr": 0.5,
+        "min_scale": 0.5,
+        "nms_size": 3,
+    },
 }
 """Settings that depend on the model, used where ``create`` leaves them unset."""
 
@@ -72,6 +79,7 @@ class DetectorConfig:
     target_diameter: float | None = preprocess.TARGET_FOV_DIAMETER
     border: int = kp.DEFAULT_BORDER
     keypoint_size: float = 8.0
+    nms_size: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_keypoints, (int, np.integer)) or self.max_keypoints < 0:
@@ -88,6 +96,8 @@ class DetectorConfig:
             )
         if self.target_diameter is not None and not self.target_diameter > 0:
             raise ValueError(f"target_diameter must be > 0 or None, got {self.target_diameter!r}")
+        if self.nms_size < 1 or self.nms_size % 2 == 0:
+            raise ValueError(f"nms_size must be a positive odd integer, got {self.nms_size!r}")
         if self.border < 0 or self.keypoint_size <= 0:
             raise ValueError("border must be >= 0 and keypoint_size > 0")
 
@@ -156,6 +166,7 @@ class R2D2Fundus:
         border: int = kp.DEFAULT_BORDER,
         keypoint_size: float = 8.0,
         backend: str = "torch",
+        nms_size: int | None = None,
     ) -> R2D2Fundus:
         """Create a detector.
 
@@ -179,6 +190,8 @@ class R2D2Fundus:
             border: keypoints within this many level pixels of the FOV rim, mask edge or
                 image border are dropped.
             keypoint_size: ``KeyPoint.size`` in working-scale pixels at pyramid scale 1.
+            nms_size: side of the non-maximum suppression window in level pixels (odd);
+                None = model default.
             backend: ``"torch"`` or ``"onnx"`` (the network exported to ONNX and run by
                 OpenCV's DNN module on the CPU; needs the ``onnx`` package to export).
         """
@@ -193,6 +206,7 @@ class R2D2Fundus:
             "target_diameter": target_diameter,
             "border": border,
             "keypoint_size": keypoint_size,
+            "nms_size": nms_size,
         }
         given = {k: v for k, v in overrides.items() if not _is_unset(k, v)}
         return cls(given, model=model, weights=weights, device=device, backend=backend)
@@ -509,6 +523,7 @@ class R2D2Fundus:
             "rel_thr": cfg.rel_thr,
             "max_keypoints": cfg.max_keypoints,
             "border": cfg.border,
+            "nms_size": cfg.nms_size,
         }
 
     def _to_cv(

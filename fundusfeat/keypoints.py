@@ -94,20 +94,25 @@ def nms(rep: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     _check_map(rep, "rep")
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"kernel must be a positive odd integer, got {kernel}")
-    if kernel == 3:  # shifted maxima: ~10x faster than max_pool2d on the CPU
-        local_max, local_min = _max3(rep), -_max3(-rep)
-    else:
-        pad = kernel // 2
-        local_max = F.max_pool2d(rep, kernel, stride=1, padding=pad)
-        local_min = -F.max_pool2d(-rep, kernel, stride=1, padding=pad)
+    local_max, local_min = _max_filter(rep, kernel), -_max_filter(-rep, kernel)
     return (rep == local_max) & (rep > local_min)
 
 
-def _max3(x: torch.Tensor) -> torch.Tensor:
-    """3x3 maximum filter (edge pixels replicated), separable, as elementwise maxima."""
-    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    h = torch.maximum(torch.maximum(p[..., :, :-2], p[..., :, 1:-1]), p[..., :, 2:])
-    return torch.maximum(torch.maximum(h[..., :-2, :], h[..., 1:-1, :]), h[..., 2:, :])
+def _max_filter(x: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k maximum filter (edge pixels replicated), separable, as elementwise maxima.
+
+    About 10x faster than ``max_pool2d`` on the CPU for small ``k``.
+    """
+    r = k // 2
+    p = F.pad(x, (r, r, r, r), mode="replicate")
+    w, h = x.shape[-1], x.shape[-2]
+    rows = p[..., :, 0:w]
+    for i in range(1, k):
+        rows = torch.maximum(rows, p[..., :, i : i + w])
+    out = rows[..., 0:h, :]
+    for i in range(1, k):
+        out = torch.maximum(out, rows[..., i : i + h, :])
+    return out
 
 
 def erode_mask(valid: torch.Tensor, border: int) -> torch.Tensor:
@@ -136,6 +141,7 @@ def select_keypoints(
     rep_thr: float = DEFAULT_REP_THR,
     rel_thr: float = DEFAULT_REL_THR,
     max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
+    nms_size: int = 3,
 ) -> Candidates:
     """Local maxima of ``rep * rel`` above both thresholds, top ``max_keypoints`` per image.
 
@@ -146,6 +152,7 @@ def select_keypoints(
         rep_thr: minimum repeatability.
         rel_thr: minimum reliability.
         max_keypoints: maximum number of keypoints per image.
+        nms_size: side of the (odd) non-maximum suppression window.
 
     Returns:
         :class:`Candidates`, grouped by image and sorted by descending score within an
@@ -156,7 +163,7 @@ def select_keypoints(
     if rel.shape != rep.shape:
         raise ValueError(f"rel must have rep's shape {tuple(rep.shape)}, got {tuple(rel.shape)}")
     score = rep * rel
-    keep = nms(score) & (rep >= rep_thr) & (rel >= rel_thr)
+    keep = nms(score, nms_size) & (rep >= rep_thr) & (rel >= rel_thr)
     if valid_mask is not None:
         keep &= valid_mask
     b, _, y, x = keep.nonzero(as_tuple=True)
@@ -299,6 +306,7 @@ def extract_multiscale(
     min_size: int = DEFAULT_MIN_SIZE,
     border: int = DEFAULT_BORDER,
     levels: list[float] | None = None,
+    nms_size: int = 3,
 ) -> list[MultiScaleFeatures]:
     """Multi-scale keypoints and descriptors of a batch of images.
 
@@ -323,6 +331,7 @@ def extract_multiscale(
         min_size: smallest level side in pixels.
         border: erosion of ``valid`` in level pixels.
         levels: explicit list of scales overriding the pyramid parameters.
+        nms_size: non-maximum suppression window (level pixels, odd).
 
     Returns:
         One :class:`MultiScaleFeatures` per image, sorted by descending score.
@@ -337,7 +346,7 @@ def extract_multiscale(
     if levels is None:
         levels = pyramid_scales(h, w, scale_f, min_scale, max_scale, min_size)
     per_level = [
-        _extract_level(net, image, valid, s, rep_thr, rel_thr, max_keypoints, border)
+        _extract_level(net, image, valid, s, rep_thr, rel_thr, max_keypoints, border, nms_size)
         for s in levels
     ]
     return [_merge_levels([lvl[b] for lvl in per_level], max_keypoints) for b in range(bsz)]
@@ -369,12 +378,14 @@ def _extract_level(
     rel_thr: float,
     max_keypoints: int,
     border: int,
+    nms_size: int,
 ) -> list[MultiScaleFeatures]:
     """Keypoints of one pyramid level, in input-tensor coordinates, per image."""
     h, w = image.shape[-2:]
     size, desc, rel, rep = _run_level(net, image, scale)
     valid_s = F.interpolate(valid.float(), size=size, mode="bilinear") > 0.5
-    cand = select_keypoints(rep, rel, erode_mask(valid_s, border), rep_thr, rel_thr, max_keypoints)
+    region = erode_mask(valid_s, border)
+    cand = select_keypoints(rep, rel, region, rep_thr, rel_thr, max_keypoints, nms_size)
     xy_s = subpixel_refine(rep * rel, cand.xy, cand.batch)
     d = sample_descriptors(desc, xy_s, getattr(net, "descriptor_stride", 1), cand.batch)
     xy = (xy_s + 0.5) / _level_factor(size, h, w, xy_s.device) - 0.5

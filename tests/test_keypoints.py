@@ -154,3 +154,18 @@ class TestExtractMultiscale:
         both = extract_multiscale(fast_net, torch.cat([a, b]), rep_thr=0.0, rel_thr=0.0)
         single = extract_multiscale(fast_net, b, rep_thr=0.0, rel_thr=0.0)[0]
         torch.testing.assert_close(both[1].xy, single.xy, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+def test_max_filter_equals_max_pool(k: int) -> None:
+    from fundusfeat.keypoints import _max_filter
+
+    x = torch.rand(2, 1, 37, 41, generator=torch.Generator().manual_seed(k))
+    ref = F.max_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    assert torch.equal(_max_filter(x, k), ref)
+
+
+def test_erode_mask_equals_max_pool_erosion() -> None:
+    valid = torch.rand(1, 1, 40, 50, generator=torch.Generator().manual_seed(0)) > 0.02
+    ref = F.max_pool2d(F.pad((~valid).float(), (4,) * 4, value=1.0), 9, stride=1) == 0
+    assert torch.equal(erode_mask(valid, 4), ref)
