@@ -174,3 +174,14 @@ def test_reliability_bce_minimum_at_quality() -> None:
     r0 = torch.tensor([1e-4], requires_grad=True)
     reliability_bce(torch.tensor([0.8]), r0).sum().backward()
     assert float(r0.grad) < -100  # strong push up even when R has collapsed
+
+
+def test_centered_cosim_penalises_misaligned_peaks() -> None:
+    a = torch.full((1, 1, 16, 16), 0.2)
+    b = a.clone()
+    a[..., 3, 3] = 1.0
+    b[..., 12, 10] = 1.0
+    valid = torch.ones_like(a)
+    assert float(cosim_loss(a, b, valid, 16)) < 0.1  # the paper's form barely notices
+    assert float(cosim_loss(a, b, valid, 16, centered=True)) > 0.9
+    assert float(cosim_loss(a, a, valid, 16, centered=True)) == pytest.approx(0.0, abs=1e-5)

@@ -67,6 +67,8 @@ class LossConfig:
             only: with InfoNCE the reliability is fitted to the match probability by
             binary cross-entropy).
         window: repeatability window N (paper: 16).
+        cosim_centered: centre each window before the cosine similarity (see
+            :func:`fundusfeat.training.losses.cosim_loss`; paper: false).
         peaky_weight: weight of the peakiness terms (paper: 0.5 each image).
         rep_weight: weight of the whole repeatability loss.
         grid_step: spacing (pixels) of the sampled query points.
@@ -79,6 +81,7 @@ class LossConfig:
     descriptor: str = "infonce"
     k: float = 0.5
     window: int = 16
+    cosim_centered: bool = False
     peaky_weight: float = 0.5
     rep_weight: float = 1.0
     grid_step: int = 8

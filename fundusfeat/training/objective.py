@@ -64,7 +64,8 @@ def batch_loss(
     rep1, rep2 = rep[:b], rep[b:]
 
     valid12 = batch.valid1 * (warp_to_first(batch.valid2, batch.H, h, w) > 0.99).float()
-    cosim = cosim_loss(rep1, warp_to_first(rep2, batch.H, h, w), valid12, cfg.window)
+    rep2_in_1 = warp_to_first(rep2, batch.H, h, w)
+    cosim = cosim_loss(rep1, rep2_in_1, valid12, cfg.window, cfg.cosim_centered)
     peaky = peaky_loss(rep1, batch.valid1, cfg.window) + peaky_loss(rep2, batch.valid2, cfg.window)
 
     corr = correspondences(batch.H, batch.valid1, batch.valid2, cfg.grid_step, offset)
