@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS: dict[str, tuple[str, str]] = {
     # model name: (file in fundusfeat/weights, sha256)
     "r2d2": ("r2d2_fundus.pt", "a26cbd4cd9924561f699dfd450ec48f5a0130bf2f7c8b06bead5fa371d5ac5ba"),
-    "fast": ("fast_fundus.pt", "7dbc5d7546b61a155800dd571f305a64c2b52512700e3394b4015fbd0ea67131"),
+    "fast": ("fast_fundus.pt", "6bd57a1f8febddaddcd3e6e5207faa037f93540b498442a504f8eb9736e1791b"),
 }
 
 _KEY_PREFIXES = {"stem.": "fast", "body.": "r2d2"}
