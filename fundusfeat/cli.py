@@ -205,12 +205,22 @@ def _register(img1: np.ndarray, img2: np.ndarray, args: argparse.Namespace) -> A
     return register(img1, img2, detector=_make_detector(args), **options)
 
 
+MAX_DRAWN_MATCHES = 150
+"""Inliers (and outliers) drawn in the matches figure; more would cover the images."""
+
+
 def _figure_images(img1: np.ndarray, img2: np.ndarray, result: Any) -> dict[str, np.ndarray]:
     """The figures of a result, by name: matches always; checkerboard and overlay when
     a homography was estimated."""
     figures = {
         "matches": viz.draw_matches(
-            img1, result.keypoints1, img2, result.keypoints2, result.matches, result.inliers
+            img1,
+            result.keypoints1,
+            img2,
+            result.keypoints2,
+            result.matches,
+            result.inliers,
+            max_draw=MAX_DRAWN_MATCHES,
         )
     }
     if result.H is not None:

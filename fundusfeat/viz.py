@@ -99,6 +99,15 @@ def _inlier_split(matches: Sequence[cv2.DMatch], inliers: np.ndarray | None):
     return good, bad
 
 
+def _thin(items: list, n: int) -> list:
+    """At most ``n`` items, evenly spaced (deterministic)."""
+    if n < 0:
+        raise ValueError(f"max_draw must be >= 0, got {n}")
+    if len(items) <= n:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
 def draw_matches(
     img1: np.ndarray,
     kps1: Sequence[cv2.KeyPoint],
@@ -107,6 +116,7 @@ def draw_matches(
     matches: Sequence[cv2.DMatch],
     inliers: np.ndarray | None = None,
     inliers_only: bool = False,
+    max_draw: int | None = None,
 ) -> np.ndarray:
     """Draw matches side by side with ``cv2.drawMatches``, inliers green, outliers red.
 
@@ -118,11 +128,15 @@ def draw_matches(
         inliers: (N,) or (N, 1) mask over ``matches`` (non-zero = inlier), e.g. from
             ``estimate_projective``; None draws every match as an inlier.
         inliers_only: draw only the inliers.
+        max_draw: draw at most this many inliers and this many outliers (evenly spaced
+            in the match list, so the figure stays readable); None draws all.
 
     Returns:
         (max(h1, h2), w1 + w2, 3) uint8 BGR image.
     """
     good, bad = _inlier_split(matches, inliers)
+    if max_draw is not None:
+        good, bad = _thin(good, max_draw), _thin(bad, max_draw)
     left, right = to_bgr_uint8(img1, "img1"), to_bgr_uint8(img2, "img2")
     kps1, kps2 = tuple(kps1), tuple(kps2)
     flags = cv2.DrawMatchesFlags_NOT_DRAW_SINGLE_POINTS

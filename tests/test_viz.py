@@ -129,3 +129,12 @@ def test_draw_matches_rejects_mask_of_wrong_length():
     kps = _keypoints([(5, 5)])
     with pytest.raises(ValueError, match="inliers"):
         viz.draw_matches(img, kps, img, kps, [cv2.DMatch(0, 0, 0.0)], np.ones((2, 1)))
+
+
+def test_draw_matches_max_draw_thins_evenly() -> None:
+    from fundusfeat.viz import _thin
+
+    assert _thin(list(range(10)), 3) == [0, 4, 9]  # linspace 0, 4.5, 9 rounded half to even
+    assert _thin(list(range(3)), 5) == [0, 1, 2]
+    with pytest.raises(ValueError, match="max_draw"):
+        _thin([1], -1)
