@@ -90,3 +90,19 @@ def dense_detector() -> R2D2Fundus:
     return R2D2Fundus.create(
         model="fast", device="cpu", target_diameter=192, max_keypoints=300, rep_thr=0.0, rel_thr=0.0
     )
+
+
+@pytest.fixture(scope="session")
+def image() -> np.ndarray:
+    """The packaged demo image 1 resized to 384x384, BGR uint8."""
+    from fundusfeat.demo import load_demo_pair
+
+    return cv2.resize(load_demo_pair()[0], (384, 384), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="session")
+def image_path(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> Path:
+    """:func:`image` written to a PNG file."""
+    path = tmp_path_factory.mktemp("images") / "fundus.png"
+    cv2.imwrite(str(path), image)
+    return path

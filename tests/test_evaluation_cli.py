@@ -5,29 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from fundusfeat.demo import load_demo_pair
 from fundusfeat.evaluation import ClaheSift, commands, make_detector
 from fundusfeat.evaluation.bench import BenchConfig, measure, resize_to_fov, run_bench
 from fundusfeat.evaluation.peers import parse_methods
 from fundusfeat.preprocess import estimate_fov
-
-
-@pytest.fixture(scope="module")
-def image() -> np.ndarray:
-    return cv2.resize(load_demo_pair()[0], (384, 384), interpolation=cv2.INTER_AREA)
-
-
-@pytest.fixture(scope="module")
-def image_path(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> Path:
-    path = tmp_path_factory.mktemp("cli") / "fundus.png"
-    cv2.imwrite(str(path), image)
-    return path
 
 
 def _parse(*argv: str) -> argparse.Namespace:

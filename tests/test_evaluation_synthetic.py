@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 
-from fundusfeat.demo import load_demo_pair
 from fundusfeat.evaluation import PRESETS, make_synthetic_pair, synthetic_pairs
 from fundusfeat.imageio import expand_image_args
 from fundusfeat.preprocess import estimate_fov
 from fundusfeat.warps import transform_points
-
-
-@pytest.fixture(scope="module")
-def image() -> np.ndarray:
-    return cv2.resize(load_demo_pair()[0], (384, 384), interpolation=cv2.INTER_AREA)
-
-
-@pytest.fixture(scope="module")
-def image_path(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> Path:
-    path = tmp_path_factory.mktemp("syn") / "fundus.png"
-    cv2.imwrite(str(path), image)
-    return path
 
 
 @pytest.mark.parametrize("preset", ["easy", "hard"])
