@@ -83,18 +83,34 @@ def _crop(image: np.ndarray, H: np.ndarray, size: int, interpolation: int) -> np
     return warp_image(image, H, (size, size), interpolation)
 
 
-def _inside_fraction(fov: np.ndarray, H: np.ndarray, size: int, step: int = 8) -> float:
-    """Fraction of a sparse grid of crop pixels (through H, crop -> image) inside ``fov``."""
+def _grid(size: int, step: int = 8) -> np.ndarray:
+    """(N, 2) sparse grid of crop pixels (x, y)."""
     g = np.arange(step // 2, size, step, dtype=np.float64)
-    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
-    p = transform_points(H, pts)
-    h, w = fov.shape
-    ok = np.isfinite(p).all(1)
-    xi = np.round(np.nan_to_num(p[:, 0])).astype(int)
-    yi = np.round(np.nan_to_num(p[:, 1])).astype(int)
+    return np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+
+
+def _in_mask(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(N,) bool: the rounded points lie inside ``mask`` (False outside it or non-finite)."""
+    h, w = mask.shape
+    ok = np.isfinite(pts).all(1)
+    xi = np.round(np.nan_to_num(pts[:, 0])).astype(int)
+    yi = np.round(np.nan_to_num(pts[:, 1])).astype(int)
     ok &= (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    ok[ok] = fov[yi[ok], xi[ok]]
-    return float(ok.mean())
+    ok[ok] = mask[yi[ok], xi[ok]]
+    return ok
+
+
+def _inside_fraction(fov: np.ndarray, H: np.ndarray, size: int) -> float:
+    """Fraction of a sparse grid of crop pixels (through H, crop -> image) inside ``fov``."""
+    return float(_in_mask(fov, transform_points(H, _grid(size))).mean())
+
+
+def _overlap_fraction(fov: np.ndarray, from1: np.ndarray, H: np.ndarray, size: int) -> float:
+    """Fraction of crop-1 grid pixels inside the FOV whose correspondent lies in crop 2."""
+    pts = _grid(size)
+    q = transform_points(H, pts)
+    in_crop2 = np.isfinite(q).all(1) & (q >= -0.5).all(1) & (q < size - 0.5).all(1)
+    return float((in_crop2 & _in_mask(fov, transform_points(from1, pts))).mean())
 
 
 class PairSampler:
@@ -145,22 +161,24 @@ class PairSampler:
         fov = cv2.resize(item.fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
         S = self.crop
         warp = sample_homography(rng, w, h, self.warp)
+
+        def image_to_crop2(centre: np.ndarray) -> np.ndarray:
+            """Image pixel -> pixel of the warped crop centred on ``centre``."""
+            return translation(-(centre[0] - S / 2), -(centre[1] - S / 2)) @ warp
+
         for _ in range(_MAX_TRIES):
             o1 = rng.uniform(0, max(w - S, 0) + 1e-9), rng.uniform(0, max(h - S, 0) + 1e-9)
             from1 = translation(*o1)  # crop-1 pixel -> image pixel
             if _inside_fraction(fov, from1, S) < self.min_fov_fraction:
                 continue
             c2 = transform_points(warp, [[o1[0] + S / 2, o1[1] + S / 2]])[0]
-            c2 = c2 + rng.uniform(-S / 4, S / 4, size=2)
-            to2 = translation(-(c2[0] - S / 2), -(c2[1] - S / 2)) @ warp  # image -> crop 2
+            to2 = image_to_crop2(c2 + rng.uniform(-S / 4, S / 4, size=2))
             H = to2 @ from1
-            if _inside_fraction(fov, np.linalg.inv(to2) @ H, S) < self.min_overlap:
-                continue
-            break
+            if _overlap_fraction(fov, from1, H, S) >= self.min_overlap:
+                break
         else:  # no acceptable crop: fall back to the image centre, no offset
             from1 = translation((w - S) / 2, (h - S) / 2)
-            c2 = transform_points(warp, [[w / 2, h / 2]])[0]
-            to2 = translation(-(c2[0] - S / 2), -(c2[1] - S / 2)) @ warp
+            to2 = image_to_crop2(transform_points(warp, [[w / 2, h / 2]])[0])
             H = to2 @ from1
         to1 = np.linalg.inv(from1)
         crop1 = _crop(img, to1, S, cv2.INTER_LINEAR)
