@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS: dict[str, tuple[str, str]] = {
     # model name: (file in fundusfeat/weights, sha256)
     "r2d2": ("r2d2_fundus.pt", "a26cbd4cd9924561f699dfd450ec48f5a0130bf2f7c8b06bead5fa371d5ac5ba"),
-    "fast": ("fast_fundus.pt", "6bd57a1f8febddaddcd3e6e5207faa037f93540b498442a504f8eb9736e1791b"),
+    "fast": ("fast_fundus.pt", "c9252d1db4322fbac8300957a3e06e2a054633c908a1ebb0b792d50523924793"),
 }
 
 _KEY_PREFIXES = {"stem.": "fast", "body.": "r2d2"}

@@ -2,10 +2,12 @@
 
 For each method, device and size, every image is resized so that its field of view
 (FOV, estimated by :func:`fundusfeat.preprocess.estimate_fov`) has a diameter of
-``size`` pixels; learned detectors then run at that size (their own FOV normalisation
-is switched off). Timing: ``warmup`` untimed calls on the first image, then ``repeat``
-timed ``detectAndCompute`` calls per image (``torch.cuda.synchronize`` around each call
-on CUDA); the reported time is the median over all timed calls.
+``size`` pixels; learned detectors then run exactly as ``R2D2Fundus.create()`` would
+(their own FOV normalisation on, so the time includes resizing to the model's working
+FOV: 880 px for ``fast``, 750 px for ``r2d2``). Timing: ``warmup`` untimed calls on
+the first image, then ``repeat`` timed ``detectAndCompute`` calls per image
+(``torch.cuda.synchronize`` around each call on CUDA); the reported time is the median
+over all timed calls.
 
 Memory: the peak resident set size of the process (``VmHWM`` of ``/proc/self/status``,
 else ``ru_maxrss``), and on CUDA ``torch.cuda.max_memory_allocated``. With
@@ -145,7 +147,7 @@ def measure(
     """
     set_threads(config.threads)
     base = _rss_mib(peak=False)
-    detector = make_detector(method, device=device, keep_size=True)
+    detector = make_detector(method, device=device)
     set_threads(config.threads)
     if device == "cuda":
         import torch

@@ -257,7 +257,7 @@ def _profile_rows(image: Any, config: bench.BenchConfig) -> list[dict[str, Any]]
     rows = []
     for method in filter(peers.is_learned, config.methods):
         for device in config.devices:
-            detector = peers.make_detector(method, device=device, keep_size=True)
+            detector = peers.make_detector(method, device=device)
             for size in config.sizes:
                 p = forward_share(detector, bench.resize_to_fov(image, size), config.repeat)
                 rows.append(

@@ -1,0 +1,70 @@
+"""Compare inference settings of the default detector on held-out synthetic pairs.
+
+This is how ``feature2d.MODEL_DEFAULTS["fast"]`` was chosen (docs/benchmarks.md,
+"Choosing the defaults"): every setting registers the same pairs with ``register()``
+(MAGSAC++) and is scored with the Registration Score. Run from the repository root::
+
+    python examples/sweep_defaults.py --seed 1 --presets easy,hard
+
+Use a seed other than the benchmark's (0), so the benchmark does not grade its own
+tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import numpy as np
+
+import fundusfeat
+from fundusfeat.evaluation.metrics import registration_score
+from fundusfeat.evaluation.runner import register_pair
+from fundusfeat.evaluation.synthetic import synthetic_pairs
+from fundusfeat.imageio import expand_image_args
+
+SETTINGS = {
+    "FOV 1000, 5 levels 1..1/2": dict(target_diameter=1000.0, min_scale=0.5),
+    "FOV 1000, 1 level": dict(target_diameter=1000.0, min_scale=1.0),
+    "FOV 880, 1 level": dict(target_diameter=880.0, min_scale=1.0),
+    "FOV 768, 1 level": dict(target_diameter=768.0, min_scale=1.0),
+    "FOV 768, 2 levels 1, 2/3": dict(target_diameter=768.0, min_scale=0.66, scale_f=1.5),
+}
+"""Settings compared (keyword arguments of ``R2D2Fundus.create``; thresholds 0.5)."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--images", nargs="+", default=["training/splits/val.txt", "../shared/data/retina.jpg"]
+    )
+    parser.add_argument("--presets", default="easy,hard")
+    parser.add_argument("--pairs", type=int, default=36)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    images = expand_image_args(args.images)
+    print("| preset | setting | AUC | median px | failed | s/pair |")
+    print("|---|---|---|---|---|---|")
+    for preset in args.presets.split(","):
+        pairs = synthetic_pairs(images, preset, args.pairs, seed=args.seed)
+        loaded = [p.load() for p in pairs]
+        for name, kwargs in SETTINGS.items():
+            detector = fundusfeat.R2D2Fundus.create(**kwargs)
+            start = time.perf_counter()
+            registrar = functools.partial(fundusfeat.register, detector=detector)
+            results = [
+                register_pair(registrar, im, p, name) for im, p in zip(loaded, pairs, strict=True)
+            ]
+            seconds = (time.perf_counter() - start) / len(pairs)
+            errors = [r.error for r in results]
+            failed = sum(not r.success for r in results)
+            print(
+                f"| {preset} | {name} | {registration_score(errors):.3f} | {np.median(errors):.2f} "
+                f"| {failed}/{len(pairs)} | {seconds:.2f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
