@@ -223,6 +223,18 @@ def subpixel_refine(
     return xy.float() + offset
 
 
+def pixel_to_grid(xy: torch.Tensor, stride: int, map_size: tuple[int, int]) -> torch.Tensor:
+    """``grid_sample`` coordinates (``align_corners=False``) of input pixels ``(..., 2)``.
+
+    Input pixel ``x`` (pixel centres at integers) lies at feature coordinate
+    ``u = x / stride`` of a map of ``map_size = (h, w)`` cells; normalised, that is
+    ``(2 u + 1) / w - 1`` (and likewise for ``y`` with ``h``).
+    """
+    h, w = map_size
+    size = torch.tensor([w, h], dtype=xy.dtype, device=xy.device)
+    return (2.0 * xy / stride + 1.0) / size - 1.0
+
+
 def sample_descriptors(
     desc: torch.Tensor,
     xy: torch.Tensor,
@@ -254,9 +266,7 @@ def sample_descriptors(
         batch = torch.zeros(n, dtype=torch.long, device=desc.device)
     dtype = desc.dtype if desc.is_floating_point() else torch.float32
     out = desc.new_zeros((n, d), dtype=dtype)
-    h, w = desc.shape[-2:]
-    size = torch.tensor([w, h], dtype=dtype, device=desc.device)
-    grid_all = (2.0 * xy.to(device=desc.device, dtype=dtype) / stride + 1.0) / size - 1.0
+    grid_all = pixel_to_grid(xy.to(device=desc.device, dtype=dtype), stride, desc.shape[-2:])
     for b in range(desc.shape[0]):  # loop over images, not keypoints
         sel = (batch == b).nonzero(as_tuple=True)[0]
         if len(sel) == 0:

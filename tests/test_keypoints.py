@@ -180,3 +180,14 @@ def test_erode_mask_equals_max_pool_erosion() -> None:
     valid = torch.rand(1, 1, 40, 50, generator=torch.Generator().manual_seed(0)) > 0.02
     ref = F.max_pool2d(F.pad((~valid).float(), (4,) * 4, value=1.0), 9, stride=1) == 0
     assert torch.equal(erode_mask(valid, 4), ref)
+
+
+def test_pixel_to_grid_maps_cell_centres() -> None:
+    from fundusfeat.keypoints import pixel_to_grid
+
+    # stride 8, a 4 x 5 map: cell (j, i) covers input pixels 8j..8j+7; its centre
+    # u = j is input pixel x = 8 j, normalised (2 j + 1) / w - 1
+    xy = torch.tensor([[0.0, 0.0], [32.0, 24.0]])
+    grid = pixel_to_grid(xy, 8, (4, 5))
+    expected = torch.tensor([[1 / 5 - 1, 1 / 4 - 1], [9 / 5 - 1, 7 / 4 - 1]])
+    torch.testing.assert_close(grid, expected)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.linalg import transform_points
 
-from fundusfeat.keypoints import sample_descriptors
+from fundusfeat.keypoints import pixel_to_grid, sample_descriptors
 
 _EPS = 1e-8
 
@@ -51,9 +51,7 @@ def sample_maps(maps: torch.Tensor, xy: torch.Tensor, stride: int = 1) -> torch.
     and masks. Outside the map reads 0.
     """
     b, n = xy.shape[:2]
-    h, w = maps.shape[-2:]
-    size = torch.tensor([w, h], dtype=xy.dtype, device=xy.device)
-    grid = (2.0 * xy / stride + 1.0) / size - 1.0
+    grid = pixel_to_grid(xy, stride, maps.shape[-2:])
     out = F.grid_sample(maps, grid.view(b, 1, n, 2), align_corners=False)
     return out[:, :, 0].transpose(1, 2)
 
