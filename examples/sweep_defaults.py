@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
-
-import numpy as np
 
 import fundusfeat
-from fundusfeat.evaluation.metrics import registration_score
-from fundusfeat.evaluation.runner import register_pair
+from fundusfeat.evaluation.report import summarize
+from fundusfeat.evaluation.runner import run_evaluation
 from fundusfeat.evaluation.synthetic import synthetic_pairs
 from fundusfeat.imageio import expand_image_args
 
@@ -44,24 +41,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     images = expand_image_args(args.images)
+    methods = {
+        name: functools.partial(fundusfeat.register, detector=fundusfeat.R2D2Fundus.create(**kw))
+        for name, kw in SETTINGS.items()
+    }
     print("| preset | setting | AUC | median px | failed | s/pair |")
     print("|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
         pairs = synthetic_pairs(images, preset, args.pairs, seed=args.seed)
-        loaded = [p.load() for p in pairs]
-        for name, kwargs in SETTINGS.items():
-            detector = fundusfeat.R2D2Fundus.create(**kwargs)
-            start = time.perf_counter()
-            registrar = functools.partial(fundusfeat.register, detector=detector)
-            results = [
-                register_pair(registrar, im, p, name) for im, p in zip(loaded, pairs, strict=True)
-            ]
-            seconds = (time.perf_counter() - start) / len(pairs)
-            errors = [r.error for r in results]
-            failed = sum(not r.success for r in results)
+        for report in summarize(run_evaluation(pairs, methods)):
+            score = report.scores.pooled
+            failed = sum(not r.success for r in report.results)
             print(
-                f"| {preset} | {name} | {registration_score(errors):.3f} | {np.median(errors):.2f} "
-                f"| {failed}/{len(pairs)} | {seconds:.2f} |",
+                f"| {preset} | {report.method} | {score.auc:.3f} | {score.median_error:.2f} "
+                f"| {failed}/{len(pairs)} | {report.seconds_per_pair:.2f} |",
                 flush=True,
             )
 

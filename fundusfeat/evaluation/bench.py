@@ -4,7 +4,7 @@ For each method, device and size, every image is resized so that its field of vi
 (FOV, estimated by :func:`fundusfeat.preprocess.estimate_fov`) has a diameter of
 ``size`` pixels; learned detectors then run exactly as ``R2D2Fundus.create()`` would
 (their own FOV normalisation on, so the time includes resizing to the model's working
-FOV: 880 px for ``fast``, 750 px for ``r2d2``). Timing: ``warmup`` untimed calls on
+FOV, ``feature2d.MODEL_DEFAULTS[model]["target_diameter"]``). Timing: ``warmup`` untimed calls on
 the first image, then ``repeat`` timed ``detectAndCompute`` calls per image
 (``torch.cuda.synchronize`` around each call on CUDA); the reported time is the median
 over all timed calls.

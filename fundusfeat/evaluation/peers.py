@@ -110,14 +110,12 @@ class ClaheSift:
         return f"ClaheSift(clip_limit={clip}, tiles={tiles}, nfeatures={n})"
 
 
-def _r2d2(model: str | None, device: str | None, keep_size: bool) -> Any:
+def _r2d2(model: str | None, device: str | None) -> Any:
     from fundusfeat.feature2d import R2D2Fundus  # imports torch: only when asked for
 
     kwargs: dict[str, Any] = {"device": device}
     if model is not None:
         kwargs["model"] = model
-    if keep_size:
-        kwargs["target_diameter"] = None
     return R2D2Fundus.create(**kwargs)
 
 
@@ -145,15 +143,13 @@ def is_learned(name: str) -> bool:
     return name in LEARNED
 
 
-def make_detector(name: str, device: str | None = None, keep_size: bool = False) -> Any:
+def make_detector(name: str, device: str | None = None) -> Any:
     """Create a detector by method name.
 
     Args:
         name: a name in :data:`METHODS` or ``"module:factory"``.
         device: torch device for the learned methods (None = the detector's default);
             ignored by OpenCV detectors.
-        keep_size: learned methods run on the image at its given size instead of
-            resizing it to their working FOV diameter (for timing at given sizes).
 
     Returns:
         A cv2.Feature2D or an object with the same methods.
@@ -164,7 +160,7 @@ def make_detector(name: str, device: str | None = None, keep_size: bool = False)
     if name in _OPENCV:
         return _OPENCV[name]()
     if name in _MODELS:
-        return _r2d2(_MODELS[name], device, keep_size)
+        return _r2d2(_MODELS[name], device)
     module_name, sep, attr = name.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"unknown method {name!r}: expected one of {METHODS} or 'module:factory'")
