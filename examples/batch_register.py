@@ -70,7 +70,7 @@ def main() -> int:
     source.add_argument("--folder", type=Path, help="folder of <name>_1 / <name>_2 images")
     source.add_argument("--csv", type=Path, help="CSV file with columns image1,image2")
     parser.add_argument("--out", type=Path, default=Path("results.csv"))
-    parser.add_argument("--model", choices=("fast", "r2d2"), default=None)
+    parser.add_argument("--model", choices=fundusfeat.models.names(), default=None)
     args = parser.parse_args()
 
     pairs = pairs_from_folder(args.folder) if args.folder else pairs_from_csv(args.csv)

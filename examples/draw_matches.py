@@ -22,7 +22,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="*", help="two images (default: the demo pair)")
     parser.add_argument("--out", default="matches.png")
-    parser.add_argument("--model", choices=("fast", "r2d2"), default=None)
+    parser.add_argument("--model", choices=fundusfeat.models.names(), default=None)
     args = parser.parse_args()
 
     if not args.images:

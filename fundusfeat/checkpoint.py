@@ -1,17 +1,19 @@
-"""Weights registry and network loading.
+"""Reading weights: the shipped files (sha256-verified) and user checkpoints.
 
-The shipped weights are state dicts stored as package data (``fundusfeat/weights``)
-and verified against the sha256 recorded in :data:`WEIGHTS`. User checkpoints are
-either a bare state dict or a trainer checkpoint ``{"model": "fast" | "r2d2",
-"state_dict": {...}, ...}``; the architecture is inferred from the parameter names
-(``stem.*`` -> ``"fast"``, ``body.*`` -> ``"r2d2"``). Everything is loaded with
+Which file belongs to which model, and its sha256, is in the registry
+(:mod:`fundusfeat.models`). User checkpoints are either a bare state dict or a trainer
+checkpoint ``{"model": name, "state_dict": {...}, ...}``; the architecture is the model
+whose parameter and buffer names are exactly the file's. Everything is loaded with
 ``torch.load(..., map_location="cpu", weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import pickle
+import zipfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -19,17 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fundusfeat.network import MODEL_NAMES, build_network
+from fundusfeat import models
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS: dict[str, tuple[str, str]] = {
-    # model name: (file in fundusfeat/weights, sha256)
-    "r2d2": ("r2d2_fundus.pt", "a26cbd4cd9924561f699dfd450ec48f5a0130bf2f7c8b06bead5fa371d5ac5ba"),
-    "fast": ("fast_fundus.pt", "c9252d1db4322fbac8300957a3e06e2a054633c908a1ebb0b792d50523924793"),
-}
-
-_KEY_PREFIXES = {"stem.": "fast", "body.": "r2d2"}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -41,36 +35,63 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-TRAINED = frozenset({"fast"})
-"""Models whose shipped weights are trained (see fundusfeat/weights/MODEL_CARD.md); the
-``r2d2`` file is still a seeded random initialisation until it is trained on a GPU."""
-
-
-def default_model(device: torch.device | str | None = None) -> str:
-    """Model used when the user names none.
-
-    ``"r2d2"`` (the paper's network) on CUDA once its shipped weights are trained, else
-    ``"fast"`` (the CPU-fast network, and the only trained one today).
-    """
-    cuda = torch.device(device or "cpu").type == "cuda"
-    return "r2d2" if cuda and "r2d2" in TRAINED else "fast"
-
-
 def default_weights_path(model: str) -> Path:
-    """Path of the shipped weights file of ``model`` (inside the installed package)."""
-    _check_model(model)
-    return Path(str(resources.files("fundusfeat") / "weights" / WEIGHTS[model][0]))
+    """Path of the shipped weights file of ``model`` (inside the installed package).
+
+    Raises:
+        ValueError: unknown model, or a model that ships no weights.
+    """
+    spec = models.get(model)
+    if spec.weights is None:
+        raise ValueError(
+            f"model {model!r} ships no weights: pass weights=<checkpoint path> "
+            "(train one with `fundusfeat train`)"
+        )
+    return Path(str(resources.files("fundusfeat") / "weights" / spec.weights))
 
 
 def infer_model(state_dict: Mapping[str, object]) -> str:
-    """Architecture name from a state dict's keys (``stem.*`` -> fast, ``body.*`` -> r2d2)."""
-    for prefix, model in _KEY_PREFIXES.items():
-        if any(k.startswith(prefix) for k in state_dict):
-            return model
+    """The model whose state-dict keys are exactly those of ``state_dict``.
+
+    Raises:
+        ValueError: no model of the registry has these keys.
+    """
+    keys = frozenset(state_dict)
+    for name in models.names():
+        if _state_keys(name) == keys:
+            return name
     raise ValueError(
-        "weights: cannot infer the architecture: expected parameter names starting with "
-        f"{sorted(_KEY_PREFIXES)}"
+        "weights: cannot infer the architecture: the parameter names match none of "
+        f"the models {models.names()}"
     )
+
+
+@functools.cache
+def _state_keys(model: str) -> frozenset[str]:
+    return frozenset(models.get(model).build().state_dict())
+
+
+def read_weights_file(path: str | Path) -> object:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, failures as ValueError.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a weights file torch can read safely (truncated,
+            corrupt, or holding objects other than tensors and plain containers); the
+            message names the path and the cause.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, OSError) as err:
+        cause = str(err).split("\n", 1)[0] or type(err).__name__
+        if isinstance(err, pickle.UnpicklingError):
+            cause = "it holds objects other than tensors (not a state dict or checkpoint)"
+        elif isinstance(err, EOFError):
+            cause = "the file is empty or truncated"
+        raise ValueError(f"cannot read weights file {path}: {cause}") from None
 
 
 def load_state_dict(
@@ -82,30 +103,28 @@ def load_state_dict(
         weights: ``"default"`` (shipped file of ``model``, sha256-verified) or a path to a
             bare state dict or a trainer checkpoint with ``"state_dict"``.
         model: expected architecture, or None to infer it from the keys (``"default"``
-            then means the ``"fast"`` model).
+            then means :func:`fundusfeat.models.default_model`).
 
     Returns:
         ``(model, state_dict)`` with CPU tensors.
 
     Raises:
-        ValueError: sha256 mismatch, unknown model, unreadable layout, or ``model`` not
-            matching the checkpoint.
+        ValueError: sha256 mismatch, unknown model, unreadable file or layout, or
+            ``model`` not matching the checkpoint.
         FileNotFoundError: ``weights`` path does not exist.
+        TypeError: ``weights`` is neither ``"default"`` nor a path.
     """
     if model is not None:
-        _check_model(model)
+        models.get(model)
     if isinstance(weights, str) and weights == "default":
-        model = model or "fast"
+        model = model or models.default_model()
         path = default_weights_path(model)
-        _verify_sha256(path, WEIGHTS[model][1])
-    else:
-        if not isinstance(weights, (str, Path)):
-            raise TypeError(f"weights must be 'default' or a path, got {type(weights).__name__}")
+        _verify_sha256(path, models.get(model).sha256)
+    elif isinstance(weights, (str, Path)):
         path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    state, declared = _unwrap(obj, path)
+    else:
+        raise TypeError(f"weights must be 'default' or a path, got {type(weights).__name__}")
+    state, declared = _unwrap(read_weights_file(path), path)
     found = infer_model(state)
     for claimed, what in ((declared, "the checkpoint's 'model' entry"), (model, "model")):
         if claimed is not None and claimed != found:
@@ -121,25 +140,20 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str | Non
     return dict(obj), None
 
 
-def _verify_sha256(path: Path, expected: str) -> None:
+def _verify_sha256(path: Path, expected: str | None) -> None:
     actual = file_sha256(path)
     if actual != expected:
         raise ValueError(
             f"weights file {path} has sha256 {actual}, expected {expected}: corrupted or "
-            "replaced without updating fundusfeat.checkpoint.WEIGHTS"
+            "replaced without updating its entry in fundusfeat.models"
         )
-
-
-def _check_model(model: str) -> None:
-    if model not in MODEL_NAMES:
-        raise ValueError(f"model must be one of {MODEL_NAMES}, got {model!r}")
 
 
 def network_from_state_dict(
     model: str, state_dict: Mapping[str, torch.Tensor], device: torch.device | str = "cpu"
 ) -> nn.Module:
     """Build ``model``, load ``state_dict`` strictly, move to ``device`` in eval mode."""
-    net = build_network(model)
+    net = models.get(model).build()
     net.load_state_dict(state_dict, strict=True)
     return net.to(device).eval()
 
@@ -152,8 +166,9 @@ def load_network(
     """Load a network ready for inference.
 
     Args:
-        model: ``"r2d2"``, ``"fast"`` or None (inferred from user weights; for
-            ``weights="default"`` None means :func:`default_model` of ``device``).
+        model: a model name or None (inferred from user weights; for
+            ``weights="default"`` None means :func:`fundusfeat.models.default_model` of
+            ``device``).
         weights: ``"default"`` or a checkpoint path (see :func:`load_state_dict`).
         device: target device.
 
@@ -161,21 +176,7 @@ def load_network(
         The network in ``eval()`` mode on ``device``.
     """
     if model is None and isinstance(weights, str) and weights == "default":
-        model = default_model(device)
+        model = models.default_model(device)
     found, state = load_state_dict(weights, model)
     logger.debug("loaded %s weights from %s", found, weights)
     return network_from_state_dict(found, state, device)
-
-
-def write_default_weights(directory: str | Path, seed: int = 0) -> dict[str, str]:
-    """Write random-init weights for every model (``torch.manual_seed(seed)``).
-
-    Used to create the placeholder package files; returns ``{model: sha256}``.
-    """
-    hashes = {}
-    for model, (filename, _) in WEIGHTS.items():
-        torch.manual_seed(seed)
-        path = Path(directory) / filename
-        torch.save(build_network(model).state_dict(), path)
-        hashes[model] = file_sha256(path)
-    return hashes

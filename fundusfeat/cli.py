@@ -27,7 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fundusfeat import __version__, demo, viz
+from fundusfeat import __version__, demo, models, viz
+from fundusfeat.argtypes import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +75,16 @@ EXTERNAL_COMMANDS = (
 # ----------------------------------------------------------------------------- parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def _add_registration_options(parser: argparse.ArgumentParser, prefix: str) -> None:
     """Options shared by ``demo`` and ``register``: detector, estimator and outputs."""
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for the figures")
     parser.add_argument("--prefix", default=prefix, help="file-name prefix of the figures")
-    parser.add_argument("--model", choices=("fast", "r2d2"), help="network (default: library's)")
+    parser.add_argument(
+        "--model", choices=models.names(), help="network (default: the library's default model)"
+    )
     parser.add_argument("--weights", help="state-dict path (default: the shipped weights)")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: auto)")
-    parser.add_argument("--max-keypoints", type=_positive_int, help="keypoints per image")
+    parser.add_argument("--max-keypoints", type=positive_int, help="keypoints per image")
     parser.add_argument(
         "--method", choices=("ransac", "magsac"), help="robust homography estimator"
     )

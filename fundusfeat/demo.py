@@ -22,6 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fundusfeat.imageops import resize_long_side, to_uint8
+from fundusfeat.warps import Photometric, about_centre, apply_photometric
+
 DEMO_SIZE = 768
 """Long side (pixels) of the embedded demo images."""
 
@@ -66,42 +69,24 @@ def demo_homography(width: int, height: int, spec: DemoPairSpec = DEMO_SPEC) -> 
     Returns:
         (3, 3) float64 homography mapping view-A pixels to view-B pixels, ``H[2, 2] == 1``.
     """
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     rotation_scale = np.eye(3)
     rotation_scale[:2] = cv2.getRotationMatrix2D((0.0, 0.0), spec.rotation_deg, spec.scale)
-    size = float(max(width, height))
     tilt = np.eye(3)
-    tilt[2, :2] = np.asarray(spec.perspective) / size
-    to_centre = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
-    from_centre = np.array(
-        [
-            [1.0, 0.0, cx + spec.translation[0] * width],
-            [0.0, 1.0, cy + spec.translation[1] * height],
-            [0.0, 0.0, 1.0],
-        ]
-    )
-    H = from_centre @ rotation_scale @ tilt @ to_centre
-    return H / H[2, 2]
+    tilt[2, :2] = np.asarray(spec.perspective) / float(max(width, height))
+    shift = (spec.translation[0] * width, spec.translation[1] * height)
+    return about_centre(rotation_scale @ tilt, width, height, shift)
 
 
 def _photometric(image: np.ndarray, spec: DemoPairSpec) -> np.ndarray:
     """Apply the fixed photometric change to a (H, W, 3) uint8 BGR image; returns uint8."""
-    img = (image.astype(np.float32) / 255.0) ** spec.gamma
-    mean = img.reshape(-1, 3).mean(axis=0)
-    img = (img - mean) * spec.contrast + mean + spec.brightness
-    img = img * np.asarray(spec.color_gain, dtype=np.float32)
-    if spec.blur_sigma > 0:
-        img = cv2.GaussianBlur(img, (0, 0), spec.blur_sigma)
-    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    if max(h, w) == long_side:
-        return image.copy()
-    factor = long_side / max(h, w)
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    change = Photometric(
+        gamma=spec.gamma,
+        contrast=spec.contrast,
+        offset=spec.brightness,
+        cast=spec.color_gain,
+        blur_sigma=spec.blur_sigma,
+    )
+    return to_uint8(apply_photometric(image, change))
 
 
 def make_demo_pair(
@@ -113,7 +98,7 @@ def make_demo_pair(
         image: (H, W, 3) uint8 BGR photograph (e.g. ``cv2.imread`` of
             ``skimage.data.retina``'s file).
         spec: the warp and photometric change.
-        long_side: view A is ``image`` resized (INTER_AREA) to this long side.
+        long_side: view A is ``image`` resized to this long side (INTER_AREA to shrink).
 
     Returns:
         ``(a, b, H)``: view A and view B, both (h, w, 3) uint8 BGR of the same size,
@@ -126,7 +111,7 @@ def make_demo_pair(
         raise ValueError("image: expected an (H, W, 3) uint8 BGR array")
     if image.shape[2] != 3:
         raise ValueError(f"image: expected 3 channels, got shape {image.shape}")
-    a = _resize_long_side(image, long_side)
+    a = image.copy() if max(image.shape[:2]) == long_side else resize_long_side(image, long_side)[0]
     h, w = a.shape[:2]
     H = demo_homography(w, h, spec)
     warped = cv2.warpPerspective(

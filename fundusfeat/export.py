@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import io
 import sys
 import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,9 @@ from torch import nn
 
 OPSET = 17
 OUTPUT_NAMES = ("descriptors", "reliability", "repeatability")
+_CACHE_SIZE = 4
+_exported: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+"""ONNX bytes already exported in this process, by (model, weights digest, opset)."""
 
 
 def onnx_bytes(net: nn.Module, opset: int = OPSET) -> bytes:
@@ -44,6 +50,7 @@ def onnx_bytes(net: nn.Module, opset: int = OPSET) -> bytes:
     with warnings.catch_warnings():  # the input checks are constant under tracing
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
+        warnings.filterwarnings("ignore", message="Constant folding")  # replicate padding
         torch.onnx.export(
             net,
             (example,),
@@ -55,6 +62,37 @@ def onnx_bytes(net: nn.Module, opset: int = OPSET) -> bytes:
             opset_version=opset,
         )
     return buffer.getvalue()
+
+
+def state_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Hex sha256 of a state dict's names, shapes, dtypes and values."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def onnx_network(
+    model: str, state_dict: Mapping[str, torch.Tensor], net: nn.Module, opset: int = OPSET
+) -> OnnxNetwork:
+    """``net`` (built from ``state_dict``) as an :class:`OnnxNetwork`, exported at most once
+    per process for the same weights (a small in-memory cache)."""
+    key = (model, state_digest(state_dict), opset)
+    data = _exported.get(key)
+    if data is None:
+        data = onnx_bytes(net, opset)
+        _exported[key] = data
+        while len(_exported) > _CACHE_SIZE:
+            _exported.popitem(last=False)
+    _exported.move_to_end(key)
+    return OnnxNetwork(
+        data,
+        int(getattr(net, "descriptor_stride", 1)),
+        int(getattr(net, "dim", 128)),
+        str(getattr(net, "name", model)),
+    )
 
 
 def export_onnx(net: nn.Module, path: str | Path, opset: int = OPSET) -> Path:
@@ -81,16 +119,6 @@ class OnnxNetwork(nn.Module):
         self.descriptor_stride = descriptor_stride
         self.dim = dim
         self.name = name
-
-    @classmethod
-    def from_torch(cls, net: nn.Module, opset: int = OPSET) -> OnnxNetwork:
-        """Export a torch network and load it in OpenCV DNN."""
-        return cls(
-            onnx_bytes(net, opset),
-            int(getattr(net, "descriptor_stride", 1)),
-            int(getattr(net, "dim", 128)),
-            str(getattr(net, "name", "r2d2")),
-        )
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if images.device.type != "cpu":
@@ -120,7 +148,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Write the network as ONNX (dynamic batch/height/width) and check that "
         "OpenCV DNN reproduces the torch outputs.",
     )
-    p.add_argument("--model", choices=("fast", "r2d2"), default="fast")
+    from fundusfeat import models
+
+    p.add_argument("--model", choices=models.names(), default=models.default_model())
     p.add_argument("--weights", default="default", help="'default' or a checkpoint path")
     p.add_argument(
         "--out", type=Path, default=None, help="output file (default fundusfeat_<model>.onnx)"
@@ -138,7 +168,7 @@ def run_export(args: argparse.Namespace) -> int:
         net = load_network(args.model, args.weights, "cpu")
         out = args.out or Path(f"fundusfeat_{net.name}.onnx")
         export_onnx(net, out, args.opset)
-    except (ImportError, FileNotFoundError, ValueError) as err:
+    except (ImportError, FileNotFoundError, ValueError, OSError) as err:
         print(f"fundusfeat export-onnx: {err}", file=sys.stderr)
         return 2
     onnx_net = OnnxNetwork(out.read_bytes(), net.descriptor_stride, net.dim, net.name)

@@ -1,22 +1,15 @@
 """R2D2Fundus: the learned fundus detector/descriptor with the cv2.Feature2D interface.
 
-Pipeline for one image (all coordinates ``(x, y)``, pixel-centre convention):
+A thin adapter: the settings are a :class:`~fundusfeat.settings.DetectorConfig`, the
+work is done by :class:`~fundusfeat.detector.Detector` (preparation, network, keypoint
+selection), and this class converts its arrays to ``cv2.KeyPoint`` and back and
+persists the settings, as ``cv2.Feature2D`` does.
 
-1. :func:`~fundusfeat.preprocess.validate_image` (BGR uint8 / gray / float in [0, 1]).
-2. Field of view: :func:`~fundusfeat.preprocess.estimate_fov` (``fov=True``); the
-   keypoint region is the FOV AND the user's mask.
-3. Scale normalisation: the image is resized (INTER_AREA) so that the FOV diameter is
-   ``target_diameter`` px (at most 2x enlargement); ``target_diameter=None`` keeps the
-   input size.
-4. :func:`~fundusfeat.kp.extract_multiscale` at the working scale.
-5. Keypoints are mapped back to the caller's pixels: ``x = (x_w + 0.5) / s_x - 0.5``.
-
-KeyPoint fields: ``pt`` input pixels; ``size = keypoint_size / (pyramid scale * working
-scale)`` (``keypoint_size`` = 8 px at the working scale); ``response`` = repeatability x
+KeyPoint fields: ``pt`` input pixels (origin at the centre of the top-left pixel);
+``size = keypoint_size / (pyramid scale * working scale)``; ``response`` = repeatability x
 reliability; ``octave`` = pyramid level index (0 = full working scale); ``angle = -1``
-(the descriptor is not rotation-normalised).
-
-A blank image (no intensity variation) gives no keypoints: ``((), empty (0, 128))``.
+(the descriptor is not rotation-normalised). A blank image (no intensity variation)
+gives no keypoints: ``((), empty (0, 128))``.
 
 This class deliberately does not subclass ``cv2.Feature2D`` (inherited, non-overridden
 methods of such subclasses crash the interpreter); it implements the same methods.
@@ -26,95 +19,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from fundusfeat import checkpoint, preprocess
-from fundusfeat import keypoints as kp
+from fundusfeat import checkpoint, models
+from fundusfeat.detector import BACKENDS, Detector, Features
+from fundusfeat.hardware import resolve_device
+from fundusfeat.settings import DetectorConfig
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTOR_SIZE = 128
-BACKENDS = ("torch", "onnx")
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # the paper's inference: FOV 750 px, pyramid 1 .. 1/3, thresholds 0.7
-    "r2d2": {
-        "target_diameter": preprocess.TARGET_FOV_DIAMETER,
-        "rep_thr": kp.DEFAULT_REP_THR,
-        "rel_thr": kp.DEFAULT_REL_THR,
-        "min_scale": kp.DEFAULT_MIN_SCALE,
-        "nms_size": 3,
-    },
-    # the fast network at one scale: FOV 880 px, no pyramid. On held-out synthetic pairs
-    # (seed 1, easy and hard) this registered better than the 5-level pyramid at FOV
-    # 1000 px in under half the time (docs/benchmarks.md, "Choosing the defaults")
-    "fast": {
-        "target_diameter": 880.0,
-        "rep_thr": 0.5,
-        "rel_thr": 0.5,
-        "min_scale": 1.0,
-        "nms_size": 3,
-    },
-}
-"""Settings that depend on the model, used where ``create`` leaves them unset."""
 
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """Validated, immutable settings of :class:`R2D2Fundus` (see ``create`` for meanings)."""
-
-    max_keypoints: int = kp.DEFAULT_MAX_KEYPOINTS
-    rep_thr: float = kp.DEFAULT_REP_THR
-    rel_thr: float = kp.DEFAULT_REL_THR
-    scale_f: float = kp.DEFAULT_SCALE_F
-    min_scale: float = kp.DEFAULT_MIN_SCALE
-    max_scale: float = 1.0
-    fov: bool = True
-    target_diameter: float | None = preprocess.TARGET_FOV_DIAMETER
-    border: int = kp.DEFAULT_BORDER
-    keypoint_size: float = 8.0
-    nms_size: int = 3
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_keypoints, (int, np.integer)) or self.max_keypoints < 0:
-            raise ValueError(f"max_keypoints must be an int >= 0, got {self.max_keypoints!r}")
-        for name in ("rep_thr", "rel_thr"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if not self.scale_f > 1.0:
-            raise ValueError(f"scale_f must be > 1, got {self.scale_f!r}")
-        if not 0.0 < self.min_scale <= self.max_scale:
-            raise ValueError(
-                f"min_scale and max_scale must satisfy 0 < min_scale <= max_scale, "
-                f"got {self.min_scale!r}, {self.max_scale!r}"
-            )
-        if self.target_diameter is not None and not self.target_diameter > 0:
-            raise ValueError(f"target_diameter must be > 0 or None, got {self.target_diameter!r}")
-        if self.nms_size < 1 or self.nms_size % 2 == 0:
-            raise ValueError(f"nms_size must be a positive odd integer, got {self.nms_size!r}")
-        if self.border < 0 or self.keypoint_size <= 0:
-            raise ValueError("border must be >= 0 and keypoint_size > 0")
-
-
-class _Prepared(NamedTuple):
-    """One image ready for the network."""
-
-    tensor: torch.Tensor  # (1, 3, h, w) normalised RGB at the working scale
-    valid: torch.Tensor  # (1, 1, h, w) bool keypoint region at the working scale
-    factors: tuple[float, float]  # working scale (sx, sy)
-    region: np.ndarray  # (H, W) bool keypoint region at the input scale
-    blank: bool  # no intensity variation
-
-
-def _empty() -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:
-    return (), np.empty((0, DESCRIPTOR_SIZE), np.float32)
+_AUTO = "auto"
 
 
 class R2D2Fundus:
@@ -136,53 +58,50 @@ class R2D2Fundus:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self._backend = backend
-        self._device = _resolve_device("cpu" if backend == "onnx" and device is None else device)
-        if backend == "onnx" and self._device.type != "cpu":
-            raise ValueError("backend='onnx' (OpenCV DNN) runs on the CPU: use device='cpu'")
-        self._weights = str(weights)
-        default = isinstance(weights, str) and weights == "default"
-        if model is None and default:
-            model = checkpoint.default_model(self._device)
-        self._model, self._state = checkpoint.load_state_dict(weights, model)
+        dev = resolve_device("cpu" if backend == "onnx" and device is None else device)
+        if not isinstance(weights, (str, Path)):
+            raise TypeError(f"weights must be 'default' or a path, got {type(weights).__name__}")
+        if model is None and isinstance(weights, str) and weights == "default":
+            model = models.default_model(dev)
+        found, state = checkpoint.load_state_dict(weights, model)
         if not isinstance(config, DetectorConfig):  # settings given: fill the model's defaults
-            config = DetectorConfig(**{**MODEL_DEFAULTS[self._model], **config})
-        self._config = config
-        self._net: torch.nn.Module | None = self._build_network()
+            config = models.get(found).defaults.replace(**config)
+        self._weights = str(weights)
+        self._core = Detector(found, state, config, dev, backend)
 
     @classmethod
     def create(
         cls,
-        max_keypoints: int = kp.DEFAULT_MAX_KEYPOINTS,
+        max_keypoints: int | None = None,
         device: torch.device | str | None = None,
         weights: str | Path = "default",
         model: str | None = None,
         rep_thr: float | None = None,
         rel_thr: float | None = None,
-        scale_f: float = kp.DEFAULT_SCALE_F,
+        scale_f: float | None = None,
         min_scale: float | None = None,
-        max_scale: float = 1.0,
-        fov: bool = True,
-        target_diameter: float | None | str = "auto",
-        border: int = kp.DEFAULT_BORDER,
-        keypoint_size: float = 8.0,
+        max_scale: float | None = None,
+        fov: bool | None = None,
+        target_diameter: float | None | str = _AUTO,
+        border: int | None = None,
+        keypoint_size: float | None = None,
         backend: str = "torch",
         nms_size: int | None = None,
+        scale_tolerance: float | None = None,
     ) -> R2D2Fundus:
-        """Create a detector.
+        """Create a detector; every setting left as None is the model's default.
 
         Args:
             max_keypoints: most keypoints returned per image (over all scales).
             device: torch device; None = CUDA if available, else CPU.
             weights: ``"default"`` (shipped, sha256-verified) or a checkpoint path.
-            model: ``"r2d2"`` or ``"fast"``; None = ``checkpoint.default_model(device)``
-                for default weights, or inferred from a checkpoint's keys.
-            rep_thr: minimum repeatability of a keypoint, in [0, 1]; None = the
-                model's default (:data:`MODEL_DEFAULTS`).
-            rel_thr: minimum reliability of a keypoint, in [0, 1]; None = model default.
+            model: a registry name (:func:`fundusfeat.models.names`: ``"fast"``,
+                ``"r2d2"``); None = :func:`fundusfeat.models.default_model` for default
+                weights, or inferred from a checkpoint's keys.
+            rep_thr: minimum repeatability of a keypoint, in [0, 1].
+            rel_thr: minimum reliability of a keypoint, in [0, 1].
             scale_f: ratio between pyramid scales (> 1; the paper uses 2**0.25).
-            min_scale: smallest pyramid scale (the paper stops below 1/3); None = model
-                default.
+            min_scale: smallest pyramid scale (the paper stops below 1/3).
             max_scale: largest pyramid scale.
             fov: restrict keypoints to the estimated field of view and normalise the
                 scale by its diameter (else by ``max(H, W)``).
@@ -191,12 +110,15 @@ class R2D2Fundus:
             border: keypoints within this many level pixels of the FOV rim, mask edge or
                 image border are dropped.
             keypoint_size: ``KeyPoint.size`` in working-scale pixels at pyramid scale 1.
-            nms_size: side of the non-maximum suppression window in level pixels (odd);
-                None = model default.
             backend: ``"torch"`` or ``"onnx"`` (the network exported to ONNX and run by
                 OpenCV's DNN module on the CPU; needs the ``onnx`` package to export).
+            nms_size: side of the non-maximum suppression window in level pixels (odd).
+            scale_tolerance: working scales within this fraction of 1 are taken as 1.
+
+        Raises:
+            TypeError, ValueError: an invalid argument (the message names it).
         """
-        overrides = {
+        given = {
             "max_keypoints": max_keypoints,
             "rep_thr": rep_thr,
             "rel_thr": rel_thr,
@@ -204,47 +126,62 @@ class R2D2Fundus:
             "min_scale": min_scale,
             "max_scale": max_scale,
             "fov": fov,
-            "target_diameter": target_diameter,
             "border": border,
             "keypoint_size": keypoint_size,
             "nms_size": nms_size,
+            "scale_tolerance": scale_tolerance,
         }
-        given = {k: v for k, v in overrides.items() if not _is_unset(k, v)}
-        return cls(given, model=model, weights=weights, device=device, backend=backend)
+        settings = {k: v for k, v in given.items() if v is not None}
+        if isinstance(target_diameter, str):
+            if target_diameter != _AUTO:
+                raise ValueError(
+                    f"target_diameter must be a number, None or 'auto', got {target_diameter!r}"
+                )
+        else:
+            settings["target_diameter"] = target_diameter
+        return cls(settings, model=model, weights=weights, device=device, backend=backend)
 
     # ------------------------------------------------------------------ properties
     @property
     def config(self) -> DetectorConfig:
         """The current settings (immutable; use the setters or ``create``)."""
-        return self._config
+        return self._core.config
 
     @property
     def device(self) -> torch.device:
         """Device the network runs on."""
-        return self._device
+        return self._core.device
 
     @property
     def model(self) -> str:
-        """Architecture name (``"r2d2"`` or ``"fast"``)."""
-        return self._model
+        """Model name (see :mod:`fundusfeat.models`)."""
+        return self._core.spec.name
+
+    @property
+    def core(self) -> Detector:
+        """The detector core (arrays instead of ``cv2.KeyPoint``)."""
+        return self._core
+
+    def _set(self, **changes: Any) -> None:
+        self._core.config = self._core.config.replace(**changes)
 
     def getMaxKeypoints(self) -> int:
-        return self._config.max_keypoints
+        return self.config.max_keypoints
 
     def setMaxKeypoints(self, max_keypoints: int) -> None:
-        self._config = dataclasses.replace(self._config, max_keypoints=int(max_keypoints))
+        self._set(max_keypoints=int(max_keypoints))
 
     def getRepThreshold(self) -> float:
-        return self._config.rep_thr
+        return self.config.rep_thr
 
     def setRepThreshold(self, rep_thr: float) -> None:
-        self._config = dataclasses.replace(self._config, rep_thr=float(rep_thr))
+        self._set(rep_thr=float(rep_thr))
 
     def getRelThreshold(self) -> float:
-        return self._config.rel_thr
+        return self.config.rel_thr
 
     def setRelThreshold(self, rel_thr: float) -> None:
-        self._config = dataclasses.replace(self._config, rel_thr=float(rel_thr))
+        self._set(rel_thr=float(rel_thr))
 
     # ---------------------------------------------------------- cv2.Feature2D API
     def descriptorSize(self) -> int:
@@ -264,7 +201,7 @@ class R2D2Fundus:
 
     def empty(self) -> bool:
         """True when no network is loaded."""
-        return self._net is None
+        return self._core.network is None
 
     def clear(self) -> None:
         """No cached state to clear (kept for cv2.Algorithm compatibility)."""
@@ -331,19 +268,16 @@ class R2D2Fundus:
         """
         del descriptors
         kps = _check_keypoints(keypoints)
-        prep = self._prepare(image, None, "image", "mask")
+        prep = self._core.prepare(image, None)
         pts = cv2.KeyPoint_convert(kps).reshape(-1, 2) if kps else np.zeros((0, 2), np.float32)
-        h, w = prep.region.shape
+        w, h = prep.input_size
         inside = (pts[:, 0] >= -0.5) & (pts[:, 0] < w - 0.5)
         inside &= (pts[:, 1] >= -0.5) & (pts[:, 1] < h - 0.5)
         kps = tuple(k for k, ok in zip(kps, inside, strict=True) if ok)
         if not kps:
             return _empty()
         sizes = np.array([k.size for k in kps], np.float64)
-        xy = preprocess.to_working(pts[inside], prep.factors)
-        scale = self._nearest_levels(sizes, prep)
-        desc = _describe(self._network(), prep.tensor, xy, scale)
-        return kps, desc
+        return kps, self._core.describe(prep, pts[inside], sizes)
 
     # ----------------------------------------------------------------- persistence
     def write(self, fs: str | cv2.FileStorage, name: str | None = None) -> None:
@@ -386,96 +320,62 @@ class R2D2Fundus:
 
     def _write_fields(self, fs: cv2.FileStorage) -> None:
         fs.write("name", self.getDefaultName())
-        fs.write("model", self._model)
+        fs.write("model", self.model)
         fs.write("weights", self._weights)
-        for field in dataclasses.fields(DetectorConfig):
-            value = getattr(self._config, field.name)
+        for name in DetectorConfig.field_names():
+            value = getattr(self.config, name)
             if value is None:
                 value = -1.0
-            fs.write(field.name, int(value) if isinstance(value, bool) else value)
+            fs.write(name, int(value) if isinstance(value, bool) else value)
 
     def _read_fields(self, node: cv2.FileNode) -> None:
         values: dict[str, Any] = {}
-        for field in dataclasses.fields(DetectorConfig):
-            item = node.getNode(field.name)
+        for name in DetectorConfig.field_names():
+            item = node.getNode(name)
             if item.empty():
                 continue
-            current = getattr(self._config, field.name)
-            values[field.name] = _cast_like(item.real(), current, field.name)
-        self._config = dataclasses.replace(self._config, **values)
+            values[name] = _cast_like(item.real(), getattr(self.config, name), name)
+        config = self.config.replace(**values)
         model, weights = node.getNode("model").string(), node.getNode("weights").string()
-        if (model and model != self._model) or (weights and weights != self._weights):
-            self._reload(model or self._model, weights or self._weights)
-
-    def _reload(self, model: str, weights: str) -> None:
-        self._model, self._state = checkpoint.load_state_dict(weights, model)
-        self._weights = weights
-        self._net = self._build_network()
+        if (model and model != self.model) or (weights and weights != self._weights):
+            found, state = checkpoint.load_state_dict(weights or self._weights, model or self.model)
+            self._core = Detector(found, state, config, self.device, self._core.backend)
+            self._weights = weights or self._weights
+        else:
+            self._core.config = config
 
     def __getstate__(self) -> dict[str, Any]:
+        core = self._core
         return {
-            "config": dataclasses.asdict(self._config),
-            "model": self._model,
+            "config": dataclasses.asdict(core.config),
+            "model": self.model,
             "weights": self._weights,
-            "state_dict": {k: v.detach().cpu() for k, v in self._state.items()},
-            "device": str(self._device),
-            "backend": self._backend,
+            "state_dict": {k: v.detach().cpu() for k, v in core.state_dict.items()},
+            "device": str(core.device),
+            "backend": core.backend,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._config = DetectorConfig(**state["config"])
-        self._device = _resolve_device(state["device"], fallback=True)
-        self._model, self._weights = state["model"], state["weights"]
-        self._state = state["state_dict"]
-        self._backend = state.get("backend", "torch")
-        self._net = self._build_network()
+        device = state["device"]
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            logger.warning("CUDA unavailable; R2D2Fundus falls back to the CPU")
+            device = "cpu"
+        self._weights = state["weights"]
+        self._core = Detector(
+            state["model"],
+            state["state_dict"],
+            DetectorConfig(**state["config"]),
+            torch.device(device),
+            state.get("backend", "torch"),
+        )
 
     def __repr__(self) -> str:
         return (
-            f"R2D2Fundus(model={self._model!r}, device='{self._device}', "
-            f"backend={self._backend!r}, config={self._config})"
+            f"R2D2Fundus(model={self.model!r}, device='{self.device}', "
+            f"backend={self._core.backend!r}, config={self.config})"
         )
 
     # -------------------------------------------------------------------- pipeline
-    def _build_network(self) -> torch.nn.Module:
-        net = checkpoint.network_from_state_dict(self._model, self._state, self._device)
-        if self._backend == "onnx":
-            from fundusfeat.export import OnnxNetwork
-
-            return OnnxNetwork.from_torch(net)
-        return net
-
-    def _network(self) -> torch.nn.Module:
-        if self._net is None:
-            raise RuntimeError("R2D2Fundus has no network loaded")
-        return self._net
-
-    def _prepare(self, image: Any, mask: Any, image_name: str, mask_name: str) -> _Prepared:
-        """Validate, estimate the FOV and resize one image to the working scale."""
-        img = preprocess.validate_image(image, image_name)
-        user = preprocess.validate_mask(mask, img.shape, mask_name)
-        cfg = self._config
-        h, w = img.shape[:2]
-        fov = preprocess.estimate_fov(img) if cfg.fov else None
-        region = fov.mask.copy() if fov is not None else np.ones((h, w), bool)
-        if user is not None:
-            region &= user
-        scale = 1.0
-        if cfg.target_diameter is not None:
-            diameter = fov.diameter if fov is not None else float(max(h, w))
-            scale = preprocess.working_scale(diameter, cfg.target_diameter)
-        work, factors = preprocess.resize_image(img, scale)
-        valid = cv2.resize(
-            region.astype(np.uint8), work.shape[1::-1], interpolation=cv2.INTER_NEAREST
-        )
-        return _Prepared(
-            tensor=preprocess.to_tensor(work, self._device),
-            valid=torch.from_numpy(valid.astype(bool))[None, None].to(self._device),
-            factors=factors,
-            region=region,
-            blank=bool(img.min() == img.max()),
-        )
-
     def _run_many(
         self,
         images: Sequence[Any],
@@ -485,109 +385,31 @@ class R2D2Fundus:
         """Detect and describe a list of images (batched by working size on CUDA)."""
         masks = _broadcast_masks(masks, len(images))
         prepared = [
-            self._prepare(img, m, names[0].format(i=i), names[1].format(i=i))
+            self._core.prepare(img, m, names[0].format(i=i), names[1].format(i=i))
             for i, (img, m) in enumerate(zip(images, masks, strict=True))
         ]
-        results: list[Any] = [_empty() for _ in prepared]
-        for group in self._batches(prepared):
-            feats = kp.extract_multiscale(
-                self._network(),
-                torch.cat([prepared[i].tensor for i in group]),
-                torch.cat([prepared[i].valid for i in group]),
-                **self._extract_kwargs(),
-            )
-            for i, f in zip(group, feats, strict=True):
-                results[i] = self._to_cv(f, prepared[i])
-        return results
+        return [to_keypoints(f) for f in self._core.extract(prepared)]
 
-    def _batches(self, prepared: list[_Prepared]) -> list[list[int]]:
-        """Indices of non-blank images grouped for one forward pass each.
 
-        Images of equal working size share a batch on CUDA; on CPU each image is its
-        own batch (no speed gain there, and results stay bitwise equal to single calls).
-        """
-        todo = [i for i, p in enumerate(prepared) if not p.blank]
-        if self._device.type != "cuda":
-            return [[i] for i in todo]
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i in todo:
-            groups.setdefault(tuple(prepared[i].tensor.shape), []).append(i)
-        return list(groups.values())
-
-    def _extract_kwargs(self) -> dict[str, Any]:
-        cfg = self._config
-        return {
-            "scale_f": cfg.scale_f,
-            "min_scale": cfg.min_scale,
-            "max_scale": cfg.max_scale,
-            "rep_thr": cfg.rep_thr,
-            "rel_thr": cfg.rel_thr,
-            "max_keypoints": cfg.max_keypoints,
-            "border": cfg.border,
-            "nms_size": cfg.nms_size,
-        }
-
-    def _to_cv(
-        self, feats: kp.MultiScaleFeatures, prep: _Prepared
-    ) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:
-        """Map working-scale features to input pixels and build ``cv2.KeyPoint``s."""
-        xy = preprocess.from_working(feats.xy.cpu().numpy(), prep.factors)
-        h, w = prep.region.shape
-        col = np.clip(np.rint(xy[:, 0]).astype(np.int64), 0, w - 1)
-        row = np.clip(np.rint(xy[:, 1]).astype(np.int64), 0, h - 1)
-        keep = prep.region[row, col]
-        if not keep.any():
-            return _empty()
-        scale = feats.scale.cpu().numpy()[keep]
-        size = self._config.keypoint_size / (scale * math.sqrt(prep.factors[0] * prep.factors[1]))
-        octave = kp.octave_of(feats.scale, self._config.scale_f).cpu().numpy()[keep]
-        response = feats.score.cpu().numpy()[keep]
-        kps = tuple(
-            cv2.KeyPoint(float(x), float(y), float(s), -1.0, float(r), int(o))
-            for (x, y), s, r, o in zip(xy[keep], size, response, octave, strict=True)
+def to_keypoints(features: Features) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:
+    """``(tuple of cv2.KeyPoint, descriptors)`` of :class:`~fundusfeat.detector.Features`."""
+    if len(features) == 0:
+        return (), np.empty((0, features.desc.shape[1]), np.float32)
+    kps = tuple(
+        cv2.KeyPoint(x, y, s, -1.0, r, o)
+        for (x, y), s, r, o in zip(
+            features.xy.tolist(),
+            features.size.tolist(),
+            features.response.tolist(),
+            features.octave.tolist(),
+            strict=True,
         )
-        desc = np.ascontiguousarray(feats.desc.cpu().numpy()[keep], dtype=np.float32)
-        return kps, desc
-
-    def _nearest_levels(self, sizes: np.ndarray, prep: _Prepared) -> torch.Tensor:
-        """Pyramid scale nearest (in log) to the one implied by each keypoint size."""
-        cfg = self._config
-        h, w = prep.tensor.shape[-2:]
-        levels = np.array(kp.pyramid_scales(h, w, cfg.scale_f, cfg.min_scale, cfg.max_scale))
-        implied = cfg.keypoint_size / (np.maximum(sizes, 1e-6) * math.sqrt(np.prod(prep.factors)))
-        idx = np.abs(np.log(implied)[:, None] - np.log(levels)[None, :]).argmin(axis=1)
-        return torch.from_numpy(levels[idx]).float()
+    )
+    return kps, features.desc
 
 
-def _describe(
-    net: torch.nn.Module, tensor: torch.Tensor, xy: np.ndarray, scale: torch.Tensor
-) -> np.ndarray:
-    """Descriptors at working-scale points as a float32 numpy array ``(N, 128)``."""
-    desc = kp.describe_at(net, tensor, torch.from_numpy(xy).float(), scale.to(tensor.device))
-    return np.ascontiguousarray(desc.cpu().numpy(), dtype=np.float32)
-
-
-def _resolve_device(device: torch.device | str | None, fallback: bool = False) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        if fallback:
-            logger.warning("CUDA unavailable; R2D2Fundus falls back to the CPU")
-            return torch.device("cpu")
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-def _is_unset(name: str, value: Any) -> bool:
-    """True for a ``create`` argument left to the model's default."""
-    if name == "target_diameter":
-        if isinstance(value, str):
-            if value != "auto":
-                raise ValueError(f"target_diameter must be a number, None or 'auto', got {value!r}")
-            return True
-        return False
-    return name in MODEL_DEFAULTS["fast"] and value is None
+def _empty() -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:
+    return (), np.empty((0, DESCRIPTOR_SIZE), np.float32)
 
 
 def _is_image_list(image: Any) -> bool:

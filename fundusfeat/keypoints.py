@@ -25,19 +25,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-DEFAULT_REP_THR = 0.7
-"""Repeatability threshold (R2D2's default). With the untrained placeholder weights the
-0.7/0.7 defaults still give a few dozen keypoints on a fundus image (tested), because
-both maps saturate towards 0 or 1 at random initialisation."""
-DEFAULT_REL_THR = 0.7
-"""Reliability threshold (R2D2's default)."""
-DEFAULT_SCALE_F = 2**0.25
-DEFAULT_MIN_SCALE = 1.0 / 3.0
-DEFAULT_MAX_KEYPOINTS = 5000
+from fundusfeat.settings import DetectorConfig
+
+_D = DetectorConfig  # the defaults of every setting live in fundusfeat.settings
 DEFAULT_MIN_SIZE = 32
 """Pyramid levels whose shorter side would be below this many pixels are skipped."""
-DEFAULT_BORDER = 8
-"""Keypoints closer than this (level pixels) to the image border or the mask edge are dropped."""
 
 
 class Candidates(NamedTuple):
@@ -138,9 +130,9 @@ def select_keypoints(
     rep: torch.Tensor,
     rel: torch.Tensor,
     valid_mask: torch.Tensor | None,
-    rep_thr: float = DEFAULT_REP_THR,
-    rel_thr: float = DEFAULT_REL_THR,
-    max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
+    rep_thr: float = _D.rep_thr,
+    rel_thr: float = _D.rel_thr,
+    max_keypoints: int = _D.max_keypoints,
     nms_size: int = 3,
 ) -> Candidates:
     """Local maxima of ``rep * rel`` above both thresholds, top ``max_keypoints`` per image.
@@ -280,8 +272,8 @@ def sample_descriptors(
 def pyramid_scales(
     height: int,
     width: int,
-    scale_f: float = DEFAULT_SCALE_F,
-    min_scale: float = DEFAULT_MIN_SCALE,
+    scale_f: float = _D.scale_f,
+    min_scale: float = _D.min_scale,
     max_scale: float = 1.0,
     min_size: int = DEFAULT_MIN_SIZE,
 ) -> list[float]:
@@ -307,14 +299,14 @@ def extract_multiscale(
     image: torch.Tensor,
     valid: torch.Tensor | None = None,
     *,
-    scale_f: float = DEFAULT_SCALE_F,
-    min_scale: float = DEFAULT_MIN_SCALE,
+    scale_f: float = _D.scale_f,
+    min_scale: float = _D.min_scale,
     max_scale: float = 1.0,
-    rep_thr: float = DEFAULT_REP_THR,
-    rel_thr: float = DEFAULT_REL_THR,
-    max_keypoints: int = DEFAULT_MAX_KEYPOINTS,
+    rep_thr: float = _D.rep_thr,
+    rel_thr: float = _D.rel_thr,
+    max_keypoints: int = _D.max_keypoints,
     min_size: int = DEFAULT_MIN_SIZE,
-    border: int = DEFAULT_BORDER,
+    border: int = _D.border,
     levels: list[float] | None = None,
     nms_size: int = 3,
 ) -> list[MultiScaleFeatures]:
@@ -449,6 +441,6 @@ def _merge_levels(levels: list[MultiScaleFeatures], max_keypoints: int) -> Multi
     return MultiScaleFeatures(*(t[order] for t in merged))
 
 
-def octave_of(scale: torch.Tensor, scale_f: float = DEFAULT_SCALE_F) -> torch.Tensor:
+def octave_of(scale: torch.Tensor, scale_f: float = _D.scale_f) -> torch.Tensor:
     """Pyramid level index (0 = scale 1) of keypoints found at ``scale``: ``(N,)`` int64."""
     return torch.round(-torch.log(scale) / math.log(scale_f)).long()

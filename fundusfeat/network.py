@@ -34,8 +34,6 @@ from torch import nn
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
-MODEL_NAMES = ("r2d2", "fast")
-
 
 def _conv_bn(
     cin: int,
@@ -111,8 +109,10 @@ class R2D2Net(nn.Module):
         return F.normalize(x, dim=1), _two_class_head(x2, self.clf), _two_class_head(x2, self.sal)
 
 
-class FastNet(nn.Module):
-    """CPU-fast variant: stride-8 descriptors, full-resolution repeatability.
+class FastNetV1(nn.Module):
+    """The first CPU-fast variant (``"fast-v1"``): stride-8 descriptors, full-resolution
+    repeatability decoded from the coarse features. Its repeatability peaks lock to the
+    encoder's stride-4/8 grid (not shift-equivariant); :class:`FastNet` replaces it.
 
     Encoder (channels at strides 1/2/4/8): 8, 16, 32, 128. The 1/8 features give the
     128-D descriptors and the reliability (upsampled bilinearly to full size). A
@@ -122,7 +122,7 @@ class FastNet(nn.Module):
     """
 
     descriptor_stride = 8
-    name = "fast"
+    name = "fast-v1"
 
     def __init__(self, dim: int = 128) -> None:
         super().__init__()
@@ -161,6 +161,92 @@ class FastNet(nn.Module):
         return F.normalize(x, dim=1), rel, rep
 
 
+class Blur(nn.Module):
+    """Fixed binomial low-pass filter, depthwise, same size (edge pixels replicated).
+
+    Placed before every strided convolution of :class:`FastNet`, so that what is
+    subsampled is band-limited (Zhang 2019, "Making convolutional networks
+    shift-invariant again"): a shift of the input then shifts the features smoothly
+    instead of aliasing them onto the stride's grid.
+
+    Args:
+        channels: number of channels (each filtered on its own).
+        taps: 3 (``[1, 2, 1] / 4``) or 5 (``[1, 4, 6, 4, 1] / 16``) per axis.
+    """
+
+    def __init__(self, channels: int, taps: int = 3) -> None:
+        super().__init__()
+        rows = {3: [1.0, 2.0, 1.0], 5: [1.0, 4.0, 6.0, 4.0, 1.0]}
+        if taps not in rows:
+            raise ValueError(f"taps must be 3 or 5, got {taps}")
+        k = torch.tensor(rows[taps])
+        k2 = (k[:, None] * k[None, :]) / k.sum() ** 2
+        self.register_buffer("kernel", k2.expand(channels, 1, taps, taps).clone(), persistent=False)
+        self.channels, self.pad = channels, taps // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (self.pad,) * 4, mode="replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype), groups=self.channels)
+
+
+class FastNet(nn.Module):
+    """CPU-fast, shift-equivariant network: stride-8 descriptors, full-resolution keypoints.
+
+    Encoder (channels at strides 1/2/4/8): 8, 16, 32, 128, with a binomial low-pass
+    (:class:`Blur`, 3 taps at full resolution, 5 below) before each strided conv. The 1/8
+    features give the 128-D descriptors and the reliability (upsampled bilinearly to
+    full size). The repeatability is decided at full resolution: a stride-1 path on the
+    stem features (one dilated 3x3 conv, receptive field 11 px) is gated by a sigmoid of
+    the context that a decoder with additive skips climbs back to 1/2 and upsamples. The
+    gate only scales the stride-1 features, so where a peak lies follows the image, not
+    the encoder's grid; what the gate decides is whether a peak is a keypoint.
+    Input height and width need not be multiples of 8.
+    """
+
+    descriptor_stride = 8
+    name = "fast"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__()
+        self.dim = dim
+        self.stem = _conv_bn(3, 8)  # 1/1
+        self.blur2 = Blur(8, 3)
+        self.enc2 = nn.Sequential(_conv_bn(8, 16, stride=2), _conv_bn(16, 16))  # 1/2
+        self.blur4 = Blur(16, 5)
+        self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _conv_bn(32, 32))  # 1/4
+        self.blur8 = Blur(32, 5)
+        self.enc8 = nn.Sequential(
+            _conv_bn(32, 64, stride=2),
+            _conv_bn(64, 64),
+            _conv_bn(64, 128),
+            _conv_bn(128, 128, dilation=2),
+            _conv_bn(128, dim, relu=False),
+        )  # 1/8
+        self.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
+        self.lat8 = _conv_bn(dim, 32, k=1)
+        self.dec4 = _conv_bn(32, 16)
+        self.dec2 = _conv_bn(16, 8, relu=False)  # the gate's logits, at 1/2
+        self.full = _conv_bn(8, 8, dilation=2)  # stride-1 path, at 1/1
+        self.dec1 = _conv_bn(8, 8)
+        self.sal = nn.Conv2d(8, 2, 1)  # repeatability, at 1/1
+        _he_init(self)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _check_images(images)
+        size = images.shape[-2:]
+        f1 = self.stem(images)
+        f2 = self.enc2(self.blur2(f1))
+        f4 = self.enc4(self.blur4(f2))
+        x = self.enc8(self.blur8(f4))
+        rel = _two_class_head(x * x, self.clf)
+        d4 = self.dec4(_up_to(self.lat8(x), f4) + f4)
+        gate = torch.sigmoid(_up_to(self.dec2(_up_to(d4, f2) + f2), f1))
+        d1 = self.dec1(self.full(f1) * gate)
+        rep = _two_class_head(d1 * d1, self.sal)
+        rel = F.interpolate(rel, size=size, mode="bilinear", align_corners=False)
+        return F.normalize(x, dim=1), rel, rep
+
+
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -172,35 +258,3 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
     if not images.is_floating_point():
         raise TypeError(f"images must be a floating-point tensor, got {images.dtype}")
-
-
-def build_network(model: str = "r2d2", dim: int = 128) -> nn.Module:
-    """Build an untrained network by name (``"r2d2"`` or ``"fast"``)."""
-    if model == "r2d2":
-        return R2D2Net(dim)
-    if model == "fast":
-        return FastNet(dim)
-    raise ValueError(f"model must be one of {MODEL_NAMES}, got {model!r}")
-
-
-def count_macs_per_pixel(net: nn.Module, size: int = 256) -> float:
-    """Multiply-adds of the convolutions per input pixel, measured with forward hooks."""
-    total = 0
-
-    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            total += out.numel() * k
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    was_training = net.training
-    try:
-        net.eval()
-        with torch.inference_mode():
-            net(torch.zeros(1, 3, size, size))
-    finally:
-        for h in handles:
-            h.remove()
-        net.train(was_training)
-    return total / (size * size)

@@ -17,13 +17,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fundusfeat.feature2d import R2D2Fundus
+from fundusfeat.feature2d import R2D2Fundus, to_keypoints
 from fundusfeat.geometry import (
     DEFAULT_RANSAC_THRESHOLD,
     METHODS,
     estimate_projective,
     homography_is_plausible,
 )
+from fundusfeat.imageops import to_uint8
 from fundusfeat.matching import FundusMatcher
 from fundusfeat.preprocess import validate_image, validate_mask
 
@@ -94,6 +95,27 @@ def _features(detector: Any, image: np.ndarray, mask: np.ndarray | None) -> Feat
     return _normalise_features(kps, desc)
 
 
+def _detect_pair(
+    detector: Any, img1: Any, img2: Any, mask1: Any, mask2: Any
+) -> tuple[Features, Features, tuple[int, int]]:
+    """Features of both images and image 1's ``(width, height)``; each image validated once.
+
+    An ``R2D2Fundus`` prepares both images itself (the errors name ``img1``/``mask1``...)
+    and extracts them in one call (one batch on CUDA); any other detector gets the
+    validated images as uint8 BGR and masks as uint8.
+    """
+    if isinstance(detector, R2D2Fundus):
+        core = detector.core
+        prepared = [
+            core.prepare(img, mask, f"img{i}", f"mask{i}")
+            for i, (img, mask) in enumerate(((img1, mask1), (img2, mask2)), 1)
+        ]
+        f1, f2 = (_normalise_features(*to_keypoints(f)) for f in core.extract(prepared))
+        return f1, f2, prepared[0].input_size
+    (im1, m1), (im2, m2) = _check_inputs(img1, mask1, 1), _check_inputs(img2, mask2, 2)
+    return _features(detector, im1, m1), _features(detector, im2, m2), im1.shape[1::-1]
+
+
 def _normalise_features(kps: Any, desc: Any) -> Features:
     kps = tuple(kps)
     if desc is None or not kps:
@@ -101,17 +123,11 @@ def _normalise_features(kps: Any, desc: Any) -> Features:
     return kps, desc
 
 
-def _as_cv_image(img: np.ndarray) -> np.ndarray:
-    """Validated image in a dtype every cv2.Feature2D accepts (uint8 BGR)."""
-    if img.dtype == np.uint8:
-        return img
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
 def _check_inputs(img: Any, mask: Any, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A validated image as uint8 BGR (what every cv2.Feature2D accepts) and its mask."""
     checked = validate_image(img, f"img{index}")
     m = validate_mask(mask, checked.shape, f"mask{index}")
-    return _as_cv_image(checked), None if m is None else m.astype(np.uint8) * 255
+    return to_uint8(checked), None if m is None else m.astype(np.uint8) * 255
 
 
 def _check_options(ransac_threshold: float, method: str, min_inliers: int) -> None:
@@ -195,16 +211,14 @@ def register(
         :class:`RegistrationResult`; ``H`` maps image-1 pixels to image 2.
     """
     t_start = time.perf_counter()
-    im1, m1 = _check_inputs(img1, mask1, 1)
-    im2, m2 = _check_inputs(img2, mask2, 2)
     _check_options(ransac_threshold, method, min_inliers)
     detector = _check_detector(detector if detector is not None else R2D2Fundus.create())
     matcher = _check_matcher(matcher) or _default_matcher(detector)
     t0 = time.perf_counter()
-    f1, f2 = _features(detector, im1, m1), _features(detector, im2, m2)
+    f1, f2, size1 = _detect_pair(detector, img1, img2, mask1, mask2)
     timings = {"detect": time.perf_counter() - t0, "match": 0.0, "estimate": 0.0}
     res = _match_and_estimate(
-        f1, f2, matcher, im1.shape[1::-1], ransac_threshold, method, min_inliers, seed, timings
+        f1, f2, matcher, size1, ransac_threshold, method, min_inliers, seed, timings
     )
     timings["total"] = time.perf_counter() - t_start
     return res

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from fundusfeat.imageops import to_uint8
+
 INLIER_COLOR = (0, 200, 0)
 """BGR colour of inlier matches (green)."""
 OUTLIER_COLOR = (0, 0, 230)
@@ -41,9 +43,7 @@ def to_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(
             f"{name}: expected a non-empty (H, W) or (H, W, 3) image, got {image.shape}"
         )
-    if image.dtype != np.uint8:
-        image = np.round(np.clip(np.nan_to_num(image.astype(np.float32)), 0, 1) * 255)
-        image = image.astype(np.uint8)
+    image = to_uint8(image)
     return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
 
 

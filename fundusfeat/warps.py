@@ -86,7 +86,6 @@ def sample_homography(
         (3, 3) float64 homography mapping pixel coordinates of the source image to
         the warped image, normalised so that ``H[2, 2] == 1``.
     """
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     size = float(max(width, height))
     angle = math.radians(rng.uniform(-ranges.rotation_deg, ranges.rotation_deg))
     scale = _log_uniform(rng, *ranges.scale)
@@ -101,9 +100,24 @@ def sample_homography(
     core = np.eye(3)
     core[:2, :2] = linear
     core[2, :2] = (px, py)
-    to_centre = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
-    back = np.array([[1.0, 0.0, cx + tx], [0.0, 1.0, cy + ty], [0.0, 0.0, 1.0]])
-    H = back @ core @ to_centre
+    return about_centre(core, width, height, (tx, ty))
+
+
+def about_centre(
+    core: np.ndarray, width: int, height: int, shift: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
+    """A transform ``core`` applied about the image centre, then shifted.
+
+    Returns:
+        (3, 3) float64 ``T(c + shift) @ core @ T(-c)`` normalised to ``H[2, 2] = 1``, with
+        ``c = ((width - 1) / 2, (height - 1) / 2)`` the centre in pixel-centre coordinates.
+    """
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    H = (
+        translation(cx + shift[0], cy + shift[1])
+        @ np.asarray(core, np.float64)
+        @ translation(-cx, -cy)
+    )
     return H / H[2, 2]
 
 
@@ -159,10 +173,105 @@ def _illumination_field(
     return np.clip(1.0 + grad + radial, 0.05, None).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Photometric:
+    """One photometric change, applied by :func:`apply_photometric` in this order.
+
+    Attributes:
+        gamma: exponent on intensities in [0, 1].
+        hue_deg: hue rotation (degrees); with ``saturation`` 1 and this 0 the image
+            does not go through HSV.
+        saturation: saturation factor.
+        contrast: contrast factor about the per-channel mean.
+        offset: added after the contrast (brightness, [0, 1] units).
+        gain: global brightness factor.
+        cast: per-channel (B, G, R) factors (a colour cast).
+        field: ``(H, W)`` float32 multiplicative illumination, or None.
+        blur_sigma: Gaussian blur sigma in pixels (0 = none).
+        noise_sigma: additive Gaussian noise sigma ([0, 1] units; 0 = none).
+        noise_seed: seed of the noise's generator.
+    """
+
+    gamma: float = 1.0
+    hue_deg: float = 0.0
+    saturation: float = 1.0
+    contrast: float = 1.0
+    offset: float = 0.0
+    gain: float = 1.0
+    cast: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    field: np.ndarray | None = None
+    blur_sigma: float = 0.0
+    noise_sigma: float = 0.0
+    noise_seed: int = 0
+
+
+def sample_photometric(
+    rng: np.random.Generator, height: int, width: int, ranges: PhotoRange
+) -> Photometric:
+    """Draw a random :class:`Photometric` for an image of ``height x width`` pixels.
+
+    The same number of draws whatever the image; blurs with sigma <= 0.3 px are dropped.
+    """
+    gamma = _log_uniform(rng, *ranges.gamma)
+    gain = _log_uniform(rng, *ranges.gain)
+    contrast = rng.uniform(*ranges.contrast)
+    cast = 1.0 + rng.uniform(-ranges.color, ranges.color, size=3).astype(np.float32)
+    hue = rng.uniform(-ranges.hue_deg, ranges.hue_deg)
+    sat = rng.uniform(*ranges.saturation)
+    field = _illumination_field(rng, height, width, ranges.illumination)
+    sigma = rng.uniform(0, ranges.blur_sigma)
+    noise_sigma = rng.uniform(0, ranges.noise_sigma)
+    noise_seed = int(rng.integers(0, 2**31 - 1))
+    return Photometric(
+        gamma=gamma,
+        hue_deg=float(hue),
+        saturation=float(sat),
+        contrast=float(contrast),
+        gain=gain,
+        cast=tuple(float(c) for c in cast),
+        field=field,
+        blur_sigma=float(sigma) if sigma > 0.3 else 0.0,
+        noise_sigma=float(noise_sigma),
+        noise_seed=noise_seed,
+    )
+
+
+def apply_photometric(image: np.ndarray, change: Photometric) -> np.ndarray:
+    """Apply a :class:`Photometric` to a colour fundus image.
+
+    Args:
+        image: (H, W, 3) BGR, uint8 or float in [0, 1].
+        change: the change.
+
+    Returns:
+        (H, W, 3) float32 BGR in [0, 1].
+    """
+    img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    img = np.clip(img, 0, 1) ** change.gamma
+    if change.hue_deg != 0.0 or change.saturation != 1.0:
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        hsv[..., 0] = (hsv[..., 0] + change.hue_deg) % 360.0
+        hsv[..., 1] = np.clip(hsv[..., 1] * change.saturation, 0, 1)
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    mean = img.reshape(-1, 3).mean(axis=0)
+    img = (img - mean) * change.contrast + mean
+    if change.offset != 0.0:
+        img = img + change.offset
+    img = img * change.gain * np.asarray(change.cast, dtype=np.float32)
+    if change.field is not None:
+        img = img * change.field[..., None]
+    if change.blur_sigma > 0:
+        img = cv2.GaussianBlur(img, (0, 0), change.blur_sigma)
+    if change.noise_sigma > 0:
+        rng = np.random.default_rng(change.noise_seed)
+        img = img + rng.standard_normal(img.shape, dtype=np.float32) * change.noise_sigma
+    return np.clip(img, 0.0, 1.0)
+
+
 def photometric_change(
     image: np.ndarray, rng: np.random.Generator, ranges: PhotoRange
 ) -> np.ndarray:
-    """Apply a random photometric change to a colour fundus image.
+    """A random photometric change of a colour fundus image.
 
     Args:
         image: (H, W, 3) BGR, uint8 or float in [0, 1].
@@ -172,35 +281,5 @@ def photometric_change(
     Returns:
         (H, W, 3) float32 BGR in [0, 1].
     """
-    img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    h, w = img.shape[:2]
-    gamma = _log_uniform(rng, *ranges.gamma)
-    gain = _log_uniform(rng, *ranges.gain)
-    contrast = rng.uniform(*ranges.contrast)
-    cast = 1.0 + rng.uniform(-ranges.color, ranges.color, size=3).astype(np.float32)
-    hue = rng.uniform(-ranges.hue_deg, ranges.hue_deg)
-    sat = rng.uniform(*ranges.saturation)
-    field = _illumination_field(rng, h, w, ranges.illumination)
-    sigma = rng.uniform(0, ranges.blur_sigma)
-    noise_sigma = rng.uniform(0, ranges.noise_sigma)
-    noise_seed = int(rng.integers(0, 2**31 - 1))
-
-    img = np.clip(img, 0, 1) ** gamma
-    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
-    hsv[..., 0] = (hsv[..., 0] + hue) % 360.0
-    hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0, 1)
-    img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
-    mean = img.reshape(-1, 3).mean(axis=0)
-    img = ((img - mean) * contrast + mean) * gain * cast * field[..., None]
-    if sigma > 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), sigma)
-    if noise_sigma > 0:
-        noise = np.random.default_rng(noise_seed).standard_normal(img.shape, dtype=np.float32)
-        img = img + noise * noise_sigma
-    return np.clip(img, 0.0, 1.0)
-
-
-def circular_fov(height: int, width: int, center: tuple[float, float], radius: float) -> np.ndarray:
-    """(H, W) bool mask of a disc (a camera's circular field of view)."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    return (xx - center[0]) ** 2 + (yy - center[1]) ** 2 <= radius**2
+    change = sample_photometric(rng, image.shape[0], image.shape[1], ranges)
+    return apply_photometric(image, change)

@@ -1,4 +1,8 @@
-"""Shared fixtures: a small real fundus image, synthetic circular-FOV images, detectors."""
+"""Shared fixtures: a small real fundus image, synthetic circular-FOV images, detectors.
+
+Every image comes from the package itself (``fundusfeat/data``) or is made by a test, so
+a fresh clone runs the whole suite without ``../shared``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from fundusfeat import R2D2Fundus
+from fundusfeat import R2D2Fundus, models
+from fundusfeat.demo import load_demo_pair
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-RETINA = SHARED / "data" / "retina.jpg"
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "fundusfeat" / "data"
+"""The embedded demo pair (retina_a.jpg, retina_b.jpg: skimage's CC0 retina photograph)."""
 
 settings.register_profile(
     "fundusfeat",
@@ -37,12 +42,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def retina() -> np.ndarray:
-    """retina.jpg (1411 px) resized to 384x384, BGR uint8."""
-    img = cv2.imread(str(RETINA), cv2.IMREAD_COLOR)
-    if img is None:
-        pytest.skip(f"{RETINA} not available")
-    return cv2.resize(img, (384, 384), interpolation=cv2.INTER_AREA)
+def demo_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The embedded demo pair ``(img1, img2, H_true)`` (768 x 768 BGR uint8)."""
+    return load_demo_pair()
+
+
+@pytest.fixture(scope="session")
+def retina(demo_pair: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The package's demo image 1 (a real fundus photograph) resized to 384x384, BGR uint8."""
+    return cv2.resize(demo_pair[0], (384, 384), interpolation=cv2.INTER_AREA)
 
 
 def synthetic_fundus(
@@ -78,31 +86,34 @@ def make_fundus() -> Callable[..., np.ndarray]:
     return synthetic_fundus
 
 
+DEFAULT_MODEL = models.default_model("cpu")
+"""The default model (shipped, trained weights) the detector fixtures use."""
+
+
 @pytest.fixture(scope="session")
 def detector() -> R2D2Fundus:
-    """Small, fast CPU detector with the default thresholds."""
-    return R2D2Fundus.create(model="fast", device="cpu", target_diameter=256, max_keypoints=500)
-
-
-@pytest.fixture(scope="session")
-def dense_detector() -> R2D2Fundus:
-    """CPU detector with zero thresholds: many keypoints even with untrained weights."""
+    """Small, fast CPU detector with the default model and thresholds."""
     return R2D2Fundus.create(
-        model="fast", device="cpu", target_diameter=192, max_keypoints=300, rep_thr=0.0, rel_thr=0.0
+        model=DEFAULT_MODEL, device="cpu", target_diameter=256, max_keypoints=500
     )
 
 
 @pytest.fixture(scope="session")
-def image() -> np.ndarray:
-    """The packaged demo image 1 resized to 384x384, BGR uint8."""
-    from fundusfeat.demo import load_demo_pair
-
-    return cv2.resize(load_demo_pair()[0], (384, 384), interpolation=cv2.INTER_AREA)
+def dense_detector() -> R2D2Fundus:
+    """CPU detector with zero thresholds: many keypoints on any image."""
+    return R2D2Fundus.create(
+        model=DEFAULT_MODEL,
+        device="cpu",
+        target_diameter=192,
+        max_keypoints=300,
+        rep_thr=0.0,
+        rel_thr=0.0,
+    )
 
 
 @pytest.fixture(scope="session")
-def image_path(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> Path:
-    """:func:`image` written to a PNG file."""
+def image_path(tmp_path_factory: pytest.TempPathFactory, retina: np.ndarray) -> Path:
+    """:func:`retina` written to a PNG file."""
     path = tmp_path_factory.mktemp("images") / "fundus.png"
-    cv2.imwrite(str(path), image)
+    cv2.imwrite(str(path), retina)
     return path

@@ -14,8 +14,10 @@ import fundusfeat
 from fundusfeat import cli
 from fundusfeat.demo import load_demo_pair
 
+from .conftest import DEFAULT_MODEL
+
 DATA = resources.files("fundusfeat") / "data"
-FAST = ["--model", "fast", "--max-keypoints", "1000", "--device", "cpu"]
+FAST = ["--model", DEFAULT_MODEL, "--max-keypoints", "1000", "--device", "cpu"]
 
 
 def _run_json(capsys, argv: list[str]) -> tuple[int, dict]:

@@ -13,7 +13,7 @@ import pytest
 from fundusfeat.evaluation import ClaheSift, commands, make_detector
 from fundusfeat.evaluation.bench import BenchConfig, measure, resize_to_fov, run_bench
 from fundusfeat.evaluation.peers import parse_methods
-from fundusfeat.preprocess import estimate_fov
+from fundusfeat.fov import estimate_fov
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -25,22 +25,22 @@ def _parse(*argv: str) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------- peers
-def test_clahe_sift_is_feature2d_like(image):
+def test_clahe_sift_is_feature2d_like(retina):
     det = ClaheSift.create()
-    kps, desc = det.detectAndCompute(image, None)
+    kps, desc = det.detectAndCompute(retina, None)
     assert len(kps) > 10 and desc.shape == (len(kps), det.descriptorSize())
     assert desc.dtype == np.float32 and det.descriptorType() == cv2.CV_32F
     assert det.defaultNorm() == cv2.NORM_L2 and not det.empty()
-    assert len(det.detect(image)) == len(kps)
-    assert det.compute(image, kps)[1].shape == desc.shape
-    assert det.enhance(image.astype(np.float32) / 255).dtype == np.uint8
+    assert len(det.detect(retina)) == len(kps)
+    assert det.compute(retina, kps)[1].shape == desc.shape
+    assert det.enhance(retina.astype(np.float32) / 255).dtype == np.uint8
     clone = pickle.loads(pickle.dumps(det))
-    assert len(clone.detect(image[..., 1])) == len(kps)  # gray input: used as is
+    assert len(clone.detect(retina[..., 1])) == len(kps)  # gray input: used as is
 
 
 @pytest.mark.parametrize("name", ["sift", "orb", "akaze", "cv2:xfeatures2d.BRISK_create"])
-def test_make_detector_opencv(name, image):
-    kps, _ = make_detector(name).detectAndCompute(image, None)
+def test_make_detector_opencv(name, retina):
+    kps, _ = make_detector(name).detectAndCompute(retina, None)
     assert len(kps) > 0
 
 
@@ -57,8 +57,8 @@ def test_parse_methods():
 
 
 # ------------------------------------------------------------------------- bench
-def test_bench_measure_in_process(image):
-    small = resize_to_fov(image, 200)
+def test_bench_measure_in_process(retina):
+    small = resize_to_fov(retina, 200)
     assert abs(estimate_fov(small).diameter - 200) < 8
     config = BenchConfig(methods=("sift",), sizes=(200,), repeat=2, warmup=0, isolate=False)
     result = measure("sift", "cpu", 200, [small], config)
@@ -69,9 +69,9 @@ def test_bench_measure_in_process(image):
 
 
 @pytest.mark.slow
-def test_bench_isolated_subprocess(image):
+def test_bench_isolated_subprocess(retina):
     config = BenchConfig(methods=("sift-clahe",), sizes=(160,), repeat=1, isolate=True)
-    (result,) = run_bench([image], config)
+    (result,) = run_bench([retina], config)
     assert result.method == "sift-clahe" and result.keypoints > 0
 
 
@@ -90,8 +90,12 @@ def test_evaluate_command_smoke(tmp_path, image_path, capsys):
     assert [m["method"] for m in data["methods"]] == ["sift-clahe", "orb"]
     assert len(data["methods"][0]["pairs"]) == 2
     assert (out / "results.md").read_text().startswith("| method |")
-    pytest.importorskip("matplotlib")
-    assert (out / "success.png").stat().st_size > 0
+    try:  # the figure needs the optional plot extra; without it the run still succeeds
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (out / "success.png").exists()
+    else:
+        assert (out / "success.png").stat().st_size > 0
 
 
 def test_evaluate_command_json_and_errors(tmp_path, image_path, capsys):
@@ -125,8 +129,8 @@ def test_evaluate_learned_method_runs(image_path, capsys):
     # the weights may be untrained: only the plumbing is checked, not the score
     args = _parse(
         "evaluate", "--synthetic", str(image_path), "--preset", "easy", "--pairs", "1",
-        "--methods", "r2d2fundus-fast", "--device", "cpu", "--json", "--quiet",
+        "--methods", "r2d2fundus", "--device", "cpu", "--json", "--quiet",
     )  # fmt: skip
     assert args.func(args) == 0
     (method,) = json.loads(capsys.readouterr().out)["methods"]
-    assert method["method"] == "r2d2fundus-fast" and len(method["pairs"]) == 1
+    assert method["method"] == "r2d2fundus" and len(method["pairs"]) == 1

@@ -6,37 +6,37 @@ import numpy as np
 import pytest
 
 from fundusfeat.evaluation import PRESETS, make_synthetic_pair, synthetic_pairs
+from fundusfeat.fov import estimate_fov
 from fundusfeat.imageio import expand_image_args
-from fundusfeat.preprocess import estimate_fov
 from fundusfeat.warps import transform_points
 
 
 @pytest.mark.parametrize("preset", ["easy", "hard"])
-def test_pair_is_reproducible_and_exact(image, preset):
-    a = make_synthetic_pair(image, PRESETS[preset], 7)
-    b = make_synthetic_pair(image, PRESETS[preset], 7)
-    c = make_synthetic_pair(image, PRESETS[preset], 8)
+def test_pair_is_reproducible_and_exact(retina, preset):
+    a = make_synthetic_pair(retina, PRESETS[preset], 7)
+    b = make_synthetic_pair(retina, PRESETS[preset], 7)
+    c = make_synthetic_pair(retina, PRESETS[preset], 8)
     np.testing.assert_array_equal(a.image1, b.image1)
     np.testing.assert_array_equal(a.image2, b.image2)
     np.testing.assert_array_equal(a.H, b.H)
     assert not np.array_equal(a.H, c.H)
-    assert a.image1.shape == a.image2.shape == image.shape and a.image2.dtype == np.uint8
+    assert a.image1.shape == a.image2.shape == retina.shape and a.image2.dtype == np.uint8
     np.testing.assert_allclose(a.points_moving, transform_points(a.H, a.points_fixed))
     assert a.overlap >= PRESETS[preset].min_overlap
     assert len(a.points_fixed) == PRESETS[preset].num_points
 
 
-def test_points_inside_both_fovs_and_black_outside(image):
-    fov = estimate_fov(image).mask
+def test_points_inside_both_fovs_and_black_outside(retina):
+    fov = estimate_fov(retina).mask
     for seed in range(4):
-        pair = make_synthetic_pair(image, PRESETS["hard"], seed)
+        pair = make_synthetic_pair(retina, PRESETS["hard"], seed)
         for pts in (pair.points_fixed, pair.points_moving):
             ij = np.round(pts).astype(int)
             assert np.all(fov[ij[:, 1], ij[:, 0]])
         assert not pair.image1[~fov].any() and not pair.image2[~fov].any()
 
 
-def test_benchmark_pairs_reproducible(image_path, image):
+def test_benchmark_pairs_reproducible(image_path, retina):
     pairs = synthetic_pairs([image_path], "easy", 3, seed=5)
     again = synthetic_pairs([image_path], PRESETS["easy"], 3, seed=5)
     other = synthetic_pairs([image_path], "easy", 3, seed=6)
@@ -48,7 +48,7 @@ def test_benchmark_pairs_reproducible(image_path, image):
         assert not np.array_equal(p.H_true, r.H_true)
     img1, img2 = pairs[1].load()
     np.testing.assert_array_equal(img2, pairs[1].load()[1])
-    assert img1.shape == image.shape
+    assert img1.shape == retina.shape
     np.testing.assert_allclose(
         pairs[1].points_moving, transform_points(pairs[1].H_true, pairs[1].points_fixed)
     )

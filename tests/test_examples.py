@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from .conftest import DEFAULT_MODEL
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -28,7 +30,7 @@ def test_swap_sift_registers_the_demo_pair_with_sift(monkeypatch, tmp_path, caps
 
 def test_draw_matches_example(monkeypatch, tmp_path):
     out = tmp_path / "m.png"
-    assert _run(monkeypatch, "draw_matches.py", "--model", "fast", "--out", str(out)) == 0
+    assert _run(monkeypatch, "draw_matches.py", "--model", DEFAULT_MODEL, "--out", str(out)) == 0
     assert cv2.imread(str(out)).shape == (768, 1536, 3)
 
 
@@ -46,7 +48,7 @@ def test_batch_register_from_csv(monkeypatch, tmp_path):
             "--out",
             str(out),
             "--model",
-            "fast",
+            DEFAULT_MODEL,
         )
         == 0
     )

@@ -10,18 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from fundusfeat import R2D2Fundus
+from fundusfeat import R2D2Fundus, export, models
 from fundusfeat.cli import main
 from fundusfeat.export import OnnxNetwork, export_onnx
-from fundusfeat.network import build_network
+
+from .conftest import DEFAULT_MODEL
 
 pytest.importorskip("onnx")
 
 
-@pytest.mark.parametrize(("model", "size"), [("fast", (1, 3, 120, 97)), ("r2d2", (2, 3, 48, 40))])
+@pytest.mark.parametrize(
+    ("model", "size"),
+    [("fast", (1, 3, 120, 97)), ("fast-v1", (1, 3, 64, 70)), ("r2d2", (2, 3, 48, 40))],
+)
 def test_onnx_roundtrip_matches_torch(model: str, size: tuple[int, ...], tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = build_network(model).eval()
+    net = models.get(model).build().eval()
     path = export_onnx(net, tmp_path / "net.onnx")
     onnx_net = OnnxNetwork(path.read_bytes(), net.descriptor_stride, net.dim, net.name)
     x = torch.randn(*size)
@@ -35,7 +39,7 @@ def test_onnx_roundtrip_matches_torch(model: str, size: tuple[int, ...], tmp_pat
 
 def test_detector_onnx_backend_equals_torch(retina: np.ndarray) -> None:
     kw = {
-        "model": "fast",
+        "model": DEFAULT_MODEL,
         "target_diameter": 256,
         "rep_thr": 0.0,
         "rel_thr": 0.0,
@@ -55,6 +59,17 @@ def test_detector_onnx_backend_equals_torch(retina: np.ndarray) -> None:
     assert len(k3) == len(k2) and np.array_equal(d3, d2)
 
 
+def test_onnx_exported_once_per_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Construction and unpickling reuse the exported model instead of exporting again."""
+    R2D2Fundus.create(backend="onnx", model=DEFAULT_MODEL)
+    calls = []
+    real = export.onnx_bytes
+    monkeypatch.setattr(export, "onnx_bytes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    det = R2D2Fundus.create(backend="onnx", model=DEFAULT_MODEL, max_keypoints=10)
+    pickle.loads(pickle.dumps(det))
+    assert calls == []
+
+
 def test_onnx_backend_rejects_cuda() -> None:
     with pytest.raises(ValueError, match="backend|CUDA"):
         R2D2Fundus.create(backend="onnx", device="cuda")
@@ -64,6 +79,6 @@ def test_onnx_backend_rejects_cuda() -> None:
 
 def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "fast.onnx"
-    assert main(["export-onnx", "--model", "fast", "--out", str(out)]) == 0
+    assert main(["export-onnx", "--model", DEFAULT_MODEL, "--out", str(out)]) == 0
     assert out.is_file() and out.stat().st_size > 100_000
     assert "max |torch - opencv-dnn|" in capsys.readouterr().out

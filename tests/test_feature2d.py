@@ -11,7 +11,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fundusfeat import R2D2Fundus
+from fundusfeat import R2D2Fundus, models
+
+from .conftest import DEFAULT_MODEL
 
 
 def _check_features(kps, desc, det):
@@ -127,7 +129,25 @@ class TestBadInputs:
     )
     def test_config(self, kwargs):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
-            R2D2Fundus.create(model="fast", device="cpu", **kwargs)
+            R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu", **kwargs)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "exc", "name"),
+        [
+            ({"target_diameter": float("inf")}, ValueError, "target_diameter"),
+            ({"target_diameter": float("nan")}, ValueError, "target_diameter"),
+            ({"device": "gpu0"}, ValueError, "device"),
+            ({"device": 3.5}, TypeError, "device"),
+            ({"model": "vgg"}, ValueError, "model"),
+            ({"weights": 7}, TypeError, "weights"),
+            ({"nms_size": 4}, ValueError, "nms_size"),
+            ({"fov": "yes"}, TypeError, "fov"),
+            ({"backend": "tensorrt"}, ValueError, "backend"),
+        ],
+    )
+    def test_create_validates_every_argument(self, kwargs, exc, name):
+        with pytest.raises(exc, match=name):
+            R2D2Fundus.create(**kwargs)
 
 
 class TestProperties:
@@ -203,16 +223,30 @@ class TestBatchPickleIO:
     def test_write_read(self, dense_detector, tmp_path, ext):
         path = str(tmp_path / f"det.{ext}")
         dense_detector.save(path)
-        other = R2D2Fundus.create(model="fast", device="cpu")
+        other = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu")
         other.read(path)
         assert other.config == dense_detector.config
+
+    def test_read_reloads_the_weights(self, dense_detector, retina, tmp_path):
+        """Settings that name other weights load them: the clone detects the same."""
+        weights = tmp_path / "copy.pt"
+        torch.save(dense_detector.core.state_dict, weights)
+        source = R2D2Fundus.create(
+            weights=weights, device="cpu", target_diameter=192, rep_thr=0.0, rel_thr=0.0
+        )
+        path = str(tmp_path / "det.yml")
+        source.save(path)
+        other = R2D2Fundus.create(model="r2d2", device="cpu")  # other model and weights
+        other.read(path)
+        assert other.model == DEFAULT_MODEL and other.config == source.config
+        _same(other.detectAndCompute(retina, None), source.detectAndCompute(retina, None))
 
     def test_write_filestorage_node(self, dense_detector, tmp_path):
         path = str(tmp_path / "det.yml")
         fs = cv2.FileStorage(path, cv2.FILE_STORAGE_WRITE)
         dense_detector.write(fs, "detector")
         fs.release()
-        other = R2D2Fundus.create(model="fast", device="cpu")
+        other = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu")
         fs = cv2.FileStorage(path, cv2.FILE_STORAGE_READ)
         other.read(fs.getNode("detector"))
         fs.release()
@@ -235,7 +269,7 @@ class TestInterop:
 
 @pytest.mark.gpu
 def test_cpu_vs_cuda(retina):
-    kw = {"model": "fast", "target_diameter": 256, "rep_thr": 0.0, "rel_thr": 0.0}
+    kw = {"model": DEFAULT_MODEL, "target_diameter": 256, "rep_thr": 0.0, "rel_thr": 0.0}
     cpu = R2D2Fundus.create(device="cpu", **kw).detectAndCompute(retina, None)
     gpu_det = R2D2Fundus.create(device="cuda", **kw)
     assert gpu_det.device.type == "cuda" and torch.cuda.is_available()
@@ -250,19 +284,16 @@ def test_cpu_vs_cuda(retina):
 
 
 def test_model_defaults_fill_unset_settings() -> None:
-    from fundusfeat.feature2d import MODEL_DEFAULTS
-
-    fast = R2D2Fundus.create(model="fast", device="cpu")
-    assert fast.config.target_diameter == MODEL_DEFAULTS["fast"]["target_diameter"]
-    assert fast.config.rep_thr == MODEL_DEFAULTS["fast"]["rep_thr"]
+    default = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu")
+    assert default.config == models.get(DEFAULT_MODEL).defaults
     paper = R2D2Fundus.create(model="r2d2", device="cpu")
     assert paper.config.target_diameter == 750.0 and paper.config.rel_thr == 0.7
     assert paper.config.min_scale == pytest.approx(1 / 3)
-    mine = R2D2Fundus.create(model="fast", device="cpu", rep_thr=0.9, target_diameter=None)
+    mine = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu", rep_thr=0.9, target_diameter=None)
     assert mine.config.rep_thr == 0.9 and mine.config.target_diameter is None
-    assert mine.config.rel_thr == MODEL_DEFAULTS["fast"]["rel_thr"]
+    assert mine.config.rel_thr == models.get(DEFAULT_MODEL).defaults.rel_thr
 
 
 def test_target_diameter_rejects_other_strings() -> None:
     with pytest.raises(ValueError, match="target_diameter"):
-        R2D2Fundus.create(model="fast", device="cpu", target_diameter="big")
+        R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu", target_diameter="big")

@@ -22,6 +22,8 @@ from fundusfeat.keypoints import (
 )
 from fundusfeat.preprocess import to_tensor
 
+from .conftest import DEFAULT_MODEL
+
 
 def _peaks(h: int, w: int, points: list[tuple[int, int]], sigma: float = 1.5) -> torch.Tensor:
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -107,8 +109,9 @@ def test_erode_mask():
 
 
 def test_pyramid_scales():
-    scales = pyramid_scales(768, 768)
+    scales = pyramid_scales(768, 768, min_scale=1 / 3)
     assert scales[0] == 1.0 and len(scales) == 7 and scales[-1] >= 1 / 3
+    assert pyramid_scales(768, 768) == [1.0]  # the default: one scale
     assert pyramid_scales(36, 36, min_size=32) == [1.0]
     with pytest.raises(ValueError, match="scale_f"):
         pyramid_scales(100, 100, scale_f=1.0)
@@ -116,7 +119,7 @@ def test_pyramid_scales():
 
 @pytest.fixture(scope="module")
 def fast_net():
-    return load_network("fast", device="cpu")
+    return load_network(DEFAULT_MODEL, device="cpu")
 
 
 class TestExtractMultiscale:
@@ -130,7 +133,7 @@ class TestExtractMultiscale:
         assert (f.score[:-1] >= f.score[1:]).all()
         h, w = img.shape[-2:]
         assert (f.xy >= 0).all() and (f.xy[:, 0] <= w - 1).all() and (f.xy[:, 1] <= h - 1).all()
-        levels = torch.tensor(pyramid_scales(h, w), dtype=torch.float32)
+        levels = torch.tensor(pyramid_scales(h, w, min_scale=1.0), dtype=torch.float32)
         assert torch.isin(f.scale, levels).all()
 
     def test_valid_mask_respected(self, fast_net, retina):

@@ -1,4 +1,5 @@
-"""Tests for fundusfeat.preprocess: validation, tensors, FOV, working scale."""
+"""Tests for fundusfeat.preprocess (validation, tensors, working scale) and
+fundusfeat.preprocessor (one image made ready for the network)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fundusfeat.imageops import resize_image
 from fundusfeat.network import IMAGE_MEAN, IMAGE_STD
 from fundusfeat.preprocess import (
-    TARGET_FOV_DIAMETER,
-    estimate_fov,
     from_working,
     normalize_rgb,
-    resize_image,
     to_tensor,
     to_working,
+    uint16_bit_depth,
     validate_image,
     validate_mask,
     working_scale,
 )
+from fundusfeat.preprocessor import prepare
+from fundusfeat.settings import DetectorConfig
 
 
 class TestValidateImage:
@@ -44,6 +46,14 @@ class TestValidateImage:
         assert out.shape == shape and out.dtype == dtype
         if img.dtype == np.uint16:
             assert out.max() == pytest.approx(1.0)
+
+    @pytest.mark.parametrize("bits", [8, 10, 12, 14, 16])
+    def test_uint16_bit_depth_is_detected(self, retina, bits):
+        """10- and 12-bit camera data in uint16 keep their range (not divided by 65535)."""
+        data = np.round(retina.astype(np.float64) / 255 * (2**bits - 1)).astype(np.uint16)
+        assert uint16_bit_depth(data) == bits
+        out = validate_image(data)
+        np.testing.assert_allclose(out, retina / 255.0, atol=0.5 / 255)
 
     @pytest.mark.parametrize(
         ("bad", "exc"),
@@ -122,53 +132,19 @@ class TestToTensor:
             to_tensor([np.zeros((16, 16), np.uint8), np.zeros((17, 16), np.uint8)])
 
 
-class TestEstimateFov:
-    def test_real_image(self, retina):
-        fov = estimate_fov(retina)
-        assert fov.found and fov.mask.shape == retina.shape[:2] and fov.mask.dtype == bool
-        assert 0.9 * 384 < fov.diameter < 1.0 * 384
-
-    def test_clipped_circle_idrid_like(self, make_fundus):
-        img = make_fundus(1536, 1283, 1450.0, center=(770.0, 640.0))
-        fov = estimate_fov(img)
-        assert fov.diameter == pytest.approx(1450, rel=0.02)
-        assert fov.center[0] == pytest.approx(770, abs=10)
-        assert fov.center[1] == pytest.approx(640, abs=10)
-
-    @pytest.mark.parametrize("brightness", [0.25, 0.12])
-    def test_dark_image(self, make_fundus, brightness):
-        fov = estimate_fov(make_fundus(400, 360, 330.0, brightness=brightness))
-        assert fov.found and fov.diameter == pytest.approx(330, rel=0.03)
-
-    def test_notched_circle_and_black_border(self, make_fundus):
-        img = make_fundus(400, 360, 300.0)
-        img[170:190, 40:80] = 0  # notch on the left rim
-        img = cv2.copyMakeBorder(img, 20, 20, 30, 30, cv2.BORDER_CONSTANT)
-        fov = estimate_fov(img)
-        assert fov.diameter == pytest.approx(300, rel=0.02)
-        assert not fov.mask[200, 90]  # notch (shifted by the border) excluded
-
-    def test_no_fov_falls_back_to_whole_image(self):
-        for img in (np.full((50, 60, 3), 128, np.uint8), np.zeros((50, 60), np.uint8)):
-            fov = estimate_fov(img)
-            assert not fov.found and fov.mask.all() and fov.diameter == 60
-
-    def test_huge_image(self):
-        img = np.zeros((4000, 4000, 3), np.uint8)
-        cv2.circle(img, (2000, 2000), 1900, (30, 80, 190), -1)
-        fov = estimate_fov(img)
-        assert fov.diameter == pytest.approx(3800, rel=0.01)
-
-
 class TestWorkingScale:
     def test_known_answer(self):
-        assert working_scale(1500.0) == pytest.approx(TARGET_FOV_DIAMETER / 1500)
-        assert working_scale(100.0) == 2.0  # enlargement capped
+        assert working_scale(1500.0, 750.0) == pytest.approx(750 / 1500)
+        assert working_scale(100.0, 750.0) == 2.0  # enlargement capped
+        assert working_scale(760.0, 768.0, tolerance=0.05) == 1.0  # near 1: no resampling
+        assert working_scale(700.0, 768.0, tolerance=0.05) == pytest.approx(768 / 700)
 
     @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
     def test_exception(self, bad):
         with pytest.raises(ValueError, match="fov_diameter"):
-            working_scale(bad)
+            working_scale(bad, 750.0)
+        with pytest.raises(ValueError, match="target_diameter"):
+            working_scale(750.0, bad)
 
     def test_resize_image_exact_factors(self):
         img = np.zeros((101, 203, 3), np.uint8)
@@ -195,3 +171,36 @@ class TestWorkingScale:
         np.testing.assert_allclose(
             from_working(to_working(pts, (sx, sy)), (sx, sy)), pts, atol=1e-6
         )
+
+
+class TestPrepare:
+    def test_working_scale_and_region(self, retina):
+        cfg = DetectorConfig(target_diameter=192.0)
+        prep = prepare(retina, None, cfg, torch.device("cpu"))
+        h, w = prep.tensor.shape[-2:]
+        assert prep.tensor.shape[:2] == (1, 3) and prep.valid.shape == (1, 1, h, w)
+        assert prep.fov is not None and prep.fov.found
+        assert prep.factors[0] == pytest.approx(192 / prep.fov.diameter, rel=0.01)
+        assert prep.input_size == (384, 384) and prep.region.shape == (384, 384)
+        assert prep.region.mean() == pytest.approx(prep.valid.float().mean().item(), abs=0.02)
+        assert not prep.blank
+
+    def test_mask_and_no_resize(self, retina):
+        mask = np.zeros(retina.shape[:2], np.uint8)
+        mask[100:200, 50:300] = 1
+        prep = prepare(retina, mask, DetectorConfig(target_diameter=None), torch.device("cpu"))
+        assert prep.factors == (1.0, 1.0) and prep.tensor.shape[-2:] == (384, 384)
+        assert prep.region.sum() <= mask.sum() and not prep.region[:100].any()
+
+    def test_errors_name_the_caller_arguments(self, retina):
+        cfg = DetectorConfig()
+        with pytest.raises(TypeError, match="img2"):
+            prepare([1, 2], None, cfg, torch.device("cpu"), image_name="img2")
+        with pytest.raises(ValueError, match="mask2"):
+            prepare(retina, np.zeros((3, 3), np.uint8), cfg, torch.device("cpu"), mask_name="mask2")
+
+    def test_thin_strip_keeps_a_usable_working_size(self):
+        """A 16 x 2000 image is not shrunk below 16 px (it used to fail inside)."""
+        strip = np.random.default_rng(0).integers(0, 255, (16, 2000, 3), dtype=np.uint8)
+        prep = prepare(strip, None, DetectorConfig(), torch.device("cpu"))
+        assert min(prep.tensor.shape[-2:]) >= 16

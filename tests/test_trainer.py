@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from fundusfeat import R2D2Fundus
+from fundusfeat import R2D2Fundus, models
 from fundusfeat.cli import main
 from fundusfeat.training.config import config_from_dict, load_config
 from fundusfeat.training.trainer import Trainer
 
-from .conftest import SHARED
-
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "training" / "configs" / "smoke.toml"
-
-pytestmark = pytest.mark.skipif(
-    not (SHARED / "data" / "idrid_train").is_dir(), reason="shared training data not available"
-)
 
 
 def _smoke(tmp_path: Path, **run: object):
@@ -38,6 +32,7 @@ def test_cli_smoke_checkpoint_loads_in_detector(tmp_path: Path, retina: np.ndarr
     assert state["model"] == "fast" and state["step"] == 2 and state["pairs_seen"] == 8
     det = R2D2Fundus.create(weights=str(ckpt), device="cpu", target_diameter=256)
     assert det.model == "fast" and not det.empty()
+    assert state["near_rng"].dtype == torch.uint8  # the close negatives' stream resumes too
     kps, desc = det.detectAndCompute(retina, None)
     assert desc.shape == (len(kps), 128) and desc.dtype == np.float32
 
@@ -103,6 +98,33 @@ def test_ddp_single_gloo_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             dist.destroy_process_group()
 
 
+def test_init_from_copies_matching_tensors(tmp_path: Path) -> None:
+    """A new architecture starts from a trained one wherever names and shapes match."""
+    source = tmp_path / "v1.pt"
+    torch.manual_seed(3)
+    v1 = models.get("fast-v1").build().state_dict()
+    torch.save(v1, source)
+    cfg = _smoke(tmp_path / "run", steps=1, val_every=0)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=str(source)))
+    net = Trainer(cfg).net.state_dict()
+    assert torch.equal(net["enc8.0.0.weight"], v1["enc8.0.0.weight"])
+    assert "full.0.weight" in net and "full.0.weight" not in v1
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, init_from=str(tmp_path / "no.pt"))
+    )
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        Trainer(cfg)
+
+
+def test_new_loss_terms_train(tmp_path: Path) -> None:
+    """Close negatives and the sub-pixel localisation loss run and report."""
+    cfg = _smoke(tmp_path, steps=2, val_every=0)
+    loss = dataclasses.replace(cfg.loss, near_negatives=2, loc_weight=0.1)
+    state = Trainer(dataclasses.replace(cfg, loss=loss)).fit()
+    last = state.history[-1]
+    assert last["loc"] > 0 and np.isfinite(last["loss"]) and 0 <= last["mnn_accuracy"] <= 1
+
+
 def test_resume_rejects_other_architecture(tmp_path: Path) -> None:
     Trainer(_smoke(tmp_path, steps=1, val_every=0)).fit()
     cfg = _smoke(tmp_path, steps=2)
@@ -119,6 +141,8 @@ def test_resume_rejects_other_architecture(tmp_path: Path) -> None:
         ({"model": {"name": "vgg"}}, "model.name"),
         ({"loss": {"descriptor": "triplet"}}, "loss.descriptor"),
         ({"optim": {"batch_pairs": 8, "micro_batch": 3}}, "micro_batch"),
+        ({"loss": {"near_radius": [4.0, 2.0]}}, "near_radius"),
+        ({"loss": {"loc_weight": -1.0}}, "loc_weight"),
     ],
 )
 def test_config_validation(raw: dict, match: str) -> None:

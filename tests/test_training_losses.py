@@ -14,7 +14,6 @@ from fundusfeat.training.losses import (
     correspondences,
     cosim_loss,
     descriptor_terms,
-    homography_grid,
     mutual_nn_accuracy,
     peaky_loss,
     reliability_bce,
@@ -140,11 +139,8 @@ def test_repeatability_terms() -> None:
     assert float(peaky_loss(peaks, one, 8)) < float(peaky_loss(flat, one, 8))
 
 
-def test_homography_grid_and_warp() -> None:
+def test_warp_to_first() -> None:
     H = torch.tensor([[[1.0, 0, 3], [0, 1, -2], [0, 0, 1]]])
-    g = homography_grid(H, 4, 5)
-    assert g.shape == (1, 4, 5, 2)
-    assert g[0, 1, 2].tolist() == pytest.approx([5.0, -1.0])
     img2 = torch.arange(100, dtype=torch.float32).view(1, 1, 10, 10)
     back = warp_to_first(img2, H, 4, 5)
     assert float(back[0, 0, 3, 1]) == pytest.approx(float(img2[0, 0, 1, 4]))  # (x=1,y=3)->(4,1)

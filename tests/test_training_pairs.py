@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from fundusfeat.training.pairs import PairSampler, TrainImage, load_train_image
 from fundusfeat.warps import PhotoRange, WarpRange, transform_points
 
-from .conftest import SHARED, synthetic_fundus
+from .conftest import PACKAGE_DATA, synthetic_fundus
 
 NO_PHOTO = PhotoRange(
     gamma=(1, 1),
@@ -123,10 +123,7 @@ def test_batch_shapes_and_ranges() -> None:
 
 
 def test_load_train_image_scales_fov_to_target() -> None:
-    path = SHARED / "data" / "idrid_train" / "IDRiD_01.jpg"
-    if not path.is_file():
-        pytest.skip("shared data not available")
-    item = load_train_image(path, target_diameter=300)
+    item = load_train_image(PACKAGE_DATA / "retina_a.jpg", target_diameter=300)
     width = item.fov.any(axis=0).sum()
     assert 280 <= width <= 310
     assert item.image.shape[:2] == item.fov.shape

@@ -1,13 +1,13 @@
 """Speed and memory of detect + describe, learned and classical detectors side by side.
 
 For each method, device and size, every image is resized so that its field of view
-(FOV, estimated by :func:`fundusfeat.preprocess.estimate_fov`) has a diameter of
+(FOV, estimated by :func:`fundusfeat.fov.estimate_fov`) has a diameter of
 ``size`` pixels; learned detectors then run exactly as ``R2D2Fundus.create()`` would
 (their own FOV normalisation on, so the time includes resizing to the model's working
-FOV, ``feature2d.MODEL_DEFAULTS[model]["target_diameter"]``). Timing: ``warmup`` untimed calls on
-the first image, then ``repeat`` timed ``detectAndCompute`` calls per image
-(``torch.cuda.synchronize`` around each call on CUDA); the reported time is the median
-over all timed calls.
+FOV, its registry entry's ``defaults.target_diameter`` in :mod:`fundusfeat.models`).
+Timing: ``warmup`` untimed calls on the first image, then ``repeat`` timed
+``detectAndCompute`` calls per image (``torch.cuda.synchronize`` around each call on
+CUDA); the reported time is the median over all timed calls.
 
 Memory: the peak resident set size of the process (``VmHWM`` of ``/proc/self/status``,
 else ``ru_maxrss``), and on CUDA ``torch.cuda.max_memory_allocated``. With
@@ -31,7 +31,9 @@ import cv2
 import numpy as np
 
 from fundusfeat.evaluation.peers import is_learned, make_detector
-from fundusfeat.preprocess import estimate_fov, resize_image
+from fundusfeat.evaluation.report import markdown
+from fundusfeat.fov import estimate_fov
+from fundusfeat.imageops import resize_image
 
 logger = logging.getLogger(__name__)
 
@@ -238,12 +240,19 @@ def bench_table(results: Sequence[BenchResult]) -> str:
     """A markdown table of the results."""
     columns = ["method", "device", "FOV px", "image", "threads", "s/image", "keypoints"]
     columns += ["peak RSS MiB", "base RSS MiB", "peak GPU MiB"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in results:
-        gpu = "-" if r.peak_gpu_mib is None else f"{r.peak_gpu_mib:.0f}"
-        lines.append(
-            f"| {r.method} | {r.device} | {r.size} | {r.image_size[0]}x{r.image_size[1]} | "
-            f"{r.threads} | {r.seconds:.3f} | {r.keypoints:.0f} | {r.peak_rss_mib:.0f} | "
-            f"{r.base_rss_mib:.0f} | {gpu} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            r.method,
+            r.device,
+            r.size,
+            f"{r.image_size[0]}x{r.image_size[1]}",
+            r.threads,
+            f"{r.seconds:.3f}",
+            f"{r.keypoints:.0f}",
+            f"{r.peak_rss_mib:.0f}",
+            f"{r.base_rss_mib:.0f}",
+            "-" if r.peak_gpu_mib is None else f"{r.peak_gpu_mib:.0f}",
+        ]
+        for r in results
+    ]
+    return markdown(columns, rows)

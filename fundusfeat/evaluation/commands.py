@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from fundusfeat import imageio as images
+from fundusfeat.argtypes import positive_int, positive_int_list
 from fundusfeat.evaluation import bench, peers, plot, report, synthetic
 from fundusfeat.evaluation.fire import load_fire
 from fundusfeat.evaluation.runner import run_evaluation
+from fundusfeat.hardware import cpu_model
 from fundusfeat.registration import DEFAULT_METHOD
 
 DEFAULT_METHODS = "sift-clahe,r2d2fundus"
@@ -50,23 +52,6 @@ def _error(command: str, message: object) -> int:
     return 2
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas: {text}") from exc
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers: {text}")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def machine_info() -> dict[str, Any]:
     """CPU model, core count, platform and library versions, for result files."""
     import cv2
@@ -74,17 +59,8 @@ def machine_info() -> dict[str, Any]:
 
     from fundusfeat import __version__
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            model = next(
-                (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
-                model,
-            )
-    except OSError:
-        pass
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -108,7 +84,7 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate",
         help="registration score on FIRE or synthetic pairs, methods side by side",
-        description="Register every pair with every method (same matching and RANSAC) and "
+        description="Register every pair with every method (same matching and estimator) and "
         "report the FIRE Registration Score (AUC of the success curve, 0..25 px) under the "
         "paper's convention (pooled, per category) and SuperRetina's (mAUC, P37 excluded).",
     )
@@ -126,7 +102,7 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="hard",
         help="difficulty of the synthetic pairs (default hard)",
     )
-    p.add_argument("--pairs", type=_positive_int, default=36, help="synthetic pairs")
+    p.add_argument("--pairs", type=positive_int, default=36, help="synthetic pairs")
     p.add_argument("--seed", type=int, default=0, help="synthetic benchmark seed")
     p.add_argument(
         "--methods",
@@ -136,12 +112,12 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--size",
-        type=_positive_int,
+        type=positive_int,
         help="working long side in pixels (default: full images; errors are always in "
         "original pixels)",
     )
     p.add_argument("--device", help="torch device for the learned methods (default: auto)")
-    p.add_argument("--ransac-threshold", type=float, help="RANSAC threshold (working px)")
+    p.add_argument("--ransac-threshold", type=float, help="inlier threshold (working px)")
     p.add_argument(
         "--estimator",
         choices=("magsac", "ransac", "lmeds"),
@@ -211,10 +187,12 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "images", nargs="*", help="images, directories or .txt lists (default: demo image)"
     )
-    p.add_argument("--sizes", type=_int_list, default=(768, 1152), help="FOV diameters (px)")
+    p.add_argument(
+        "--sizes", type=positive_int_list, default=(768, 1152), help="FOV diameters (px)"
+    )
     p.add_argument("--methods", default=DEFAULT_BENCH_METHODS, help="comma-separated methods")
-    p.add_argument("--threads", type=_positive_int, default=2, help="CPU threads")
-    p.add_argument("--repeat", type=_positive_int, default=3, help="timed calls per image")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads")
+    p.add_argument("--repeat", type=positive_int, default=3, help="timed calls per image")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first")
     p.add_argument(
         "--device",
@@ -275,16 +253,20 @@ def _profile_rows(image: Any, config: bench.BenchConfig) -> list[dict[str, Any]]
 
 
 def _profile_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| method | device | FOV px | s/image | forward s | forward share | levels |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['method']} | {r['device']} | {r['size']} | {r['total_s']:.3f} | "
-        f"{r['forward_s']:.3f} | {100 * r['share']:.1f} % | {r['levels']} |"
+    header = ["method", "device", "FOV px", "s/image", "forward s", "forward share", "levels"]
+    body = [
+        [
+            r["method"],
+            r["device"],
+            r["size"],
+            f"{r['total_s']:.3f}",
+            f"{r['forward_s']:.3f}",
+            f"{100 * r['share']:.1f} %",
+            r["levels"],
+        ]
         for r in rows
     ]
-    return "\n".join(lines)
+    return report.markdown(header, body)
 
 
 def run_bench_command(args: argparse.Namespace) -> int:

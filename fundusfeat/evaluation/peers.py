@@ -9,7 +9,8 @@ Names:
   (``cv2.xfeatures2d.AKAZE_create()`` in OpenCV 5); both binary, matched with Hamming
   distance by ``fundusfeat.register``.
 - ``r2d2fundus``: ``fundusfeat.R2D2Fundus.create()`` (default model);
-  ``r2d2fundus-fast`` / ``r2d2fundus-r2d2``: the ``"fast"`` / ``"r2d2"`` model.
+  ``r2d2fundus-<model>`` for every model of the registry (:mod:`fundusfeat.models`),
+  e.g. ``r2d2fundus-fast`` and ``r2d2fundus-r2d2``.
 - ``module:factory``: any importable callable returning a cv2.Feature2D-like object,
   called without arguments; ``factory`` may be a dotted attribute path
   (e.g. ``cv2:KAZE_create`` or ``cv2:xfeatures2d.BRISK_create``).
@@ -25,10 +26,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fundusfeat import models
 from fundusfeat.evaluation.runner import Registrar
+from fundusfeat.imageops import to_uint8
 
 CLASSICAL = ("sift", "sift-clahe", "orb", "akaze")
-LEARNED = ("r2d2fundus", "r2d2fundus-fast", "r2d2fundus-r2d2")
+LEARNED = ("r2d2fundus", *(f"r2d2fundus-{name}" for name in models.names()))
 METHODS = CLASSICAL + LEARNED
 """The built-in method names (plus any ``module:factory``)."""
 
@@ -58,9 +61,7 @@ class ClaheSift:
 
     def enhance(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8: the CLAHE-enhanced green channel of ``image``."""
-        img = np.asarray(image)
-        if img.dtype != np.uint8:
-            img = np.round(np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+        img = to_uint8(np.asarray(image))
         green = img[..., 1] if img.ndim == 3 and img.shape[2] >= 3 else img.reshape(img.shape[:2])
         return self._clahe.apply(np.ascontiguousarray(green))
 
@@ -133,8 +134,7 @@ _OPENCV: dict[str, Callable[[], Any]] = {
 }
 _MODELS: dict[str, str | None] = {
     "r2d2fundus": None,
-    "r2d2fundus-fast": "fast",
-    "r2d2fundus-r2d2": "r2d2",
+    **{f"r2d2fundus-{name}": name for name in models.names()},
 }
 
 
@@ -192,7 +192,7 @@ def make_registrar(
     """A registration method: the named detector through ``fundusfeat.register``.
 
     Every method shares the matching (mutual nearest neighbour, Hamming for binary
-    descriptors) and the RANSAC homography of ``fundusfeat.register``.
+    descriptors) and the estimation of ``fundusfeat.register`` (MAGSAC++ by default).
 
     Args:
         name: see :func:`make_detector`.

@@ -44,7 +44,7 @@ def forward_share(detector: Any, image: np.ndarray, repeat: int = 3) -> ForwardS
     """
     import torch
 
-    net = detector._network()
+    net = detector.core.network
     cuda = detector.device.type == "cuda"
     marks: list[float] = []
 

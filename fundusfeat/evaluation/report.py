@@ -57,6 +57,13 @@ def summarize(results: Sequence[PairResult]) -> list[MethodReport]:
     return reports
 
 
+def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table: a header row, the separator, one line per row (cells as str)."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def _fmt(value: float, digits: int = 3) -> str:
     if math.isnan(value):
         return "-"
@@ -77,21 +84,22 @@ def markdown_table(reports: Sequence[MethodReport]) -> str:
     """
     rates = [f"<={t:g}px" for t in SUCCESS_THRESHOLDS]
     head = ["method", "AUC", *FIRE_CATEGORIES, "mAUC", "median px", *rates, "failed", "s/pair"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for rep in reports:
         pooled = rep.scores.pooled
-        cells = [
-            rep.method,
-            _fmt(pooled.auc),
-            *(_category_cell(rep.scores, c) for c in FIRE_CATEGORIES),
-            _fmt(rep.scores.mauc),
-            _fmt(pooled.median_error, 2),
-            *(_fmt(pooled.success[t]) for t in SUCCESS_THRESHOLDS),
-            f"{pooled.num_failures}/{pooled.num_pairs}",
-            _fmt(rep.seconds_per_pair, 2),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(
+            [
+                rep.method,
+                _fmt(pooled.auc),
+                *(_category_cell(rep.scores, c) for c in FIRE_CATEGORIES),
+                _fmt(rep.scores.mauc),
+                _fmt(pooled.median_error, 2),
+                *(_fmt(pooled.success[t]) for t in SUCCESS_THRESHOLDS),
+                f"{pooled.num_failures}/{pooled.num_pairs}",
+                _fmt(rep.seconds_per_pair, 2),
+            ]
+        )
+    return markdown(head, rows)
 
 
 def _json_float(value: float) -> float | str | None:

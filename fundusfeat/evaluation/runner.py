@@ -21,7 +21,7 @@ import numpy as np
 
 from fundusfeat.evaluation.metrics import pair_error
 from fundusfeat.evaluation.pairs import EvalPair
-from fundusfeat.preprocess import resize_image
+from fundusfeat.imageops import resize_long_side
 from fundusfeat.warps import scaling
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _resize_long_side(image: np.ndarray, size: int | None) -> tuple[np.ndarray, 
     """Resize to long side ``size``; returns the image and the (3, 3) original->working map."""
     if size is None:
         return image, np.eye(3)
-    resized, (sx, sy) = resize_image(image, size / max(image.shape[:2]))
+    resized, (sx, sy) = resize_long_side(image, size)
     return resized, scaling(sx, sy)
 
 

@@ -40,8 +40,9 @@ import cv2
 import numpy as np
 
 from fundusfeat.evaluation.pairs import EvalPair
+from fundusfeat.fov import estimate_fov
 from fundusfeat.imageio import read_image
-from fundusfeat.preprocess import estimate_fov
+from fundusfeat.imageops import to_uint8
 from fundusfeat.warps import (
     PhotoRange,
     WarpRange,
@@ -260,7 +261,7 @@ def _warp_extended(image: np.ndarray, fov: np.ndarray, H: np.ndarray) -> np.ndar
 
 
 def _to_uint8(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
-    out = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    out = to_uint8(image).copy()
     out[~fov] = 0
     return out
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fundusfeat.network import MODEL_NAMES
+from fundusfeat import models
 from fundusfeat.warps import PhotoRange, WarpRange
 
 if sys.version_info >= (3, 11):
@@ -27,10 +27,20 @@ DESCRIPTOR_LOSSES = ("ap", "infonce")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network to train (``"r2d2"`` or ``"fast"``) and its descriptor size."""
+    """Which network to train and where its first weights come from.
+
+    Attributes:
+        name: a model of :mod:`fundusfeat.network` (``"fast"``, ``"r2d2"``, ...).
+        dim: descriptor size.
+        init_from: a checkpoint or state dict whose tensors initialise every parameter
+            and buffer of the same name and shape (the rest keeps He initialisation);
+            "" = none. Used to start a new architecture from a trained one; ignored when
+            resuming. A relative path follows the config file.
+    """
 
     name: str = "fast"
     dim: int = 128
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,8 +84,18 @@ class LossConfig:
         grid_step: spacing (pixels) of the sampled query points.
         temperature: InfoNCE softmax temperature.
         ap_bins: number of histogram bins of the differentiable AP.
-        ap_pos_radius: correspondences closer than this (pixels) count as positives.
-        ap_neg_radius: candidates closer than this but not positive are ignored.
+        ap_neg_radius: candidates closer than this to the true match (pixels) are
+            left out of the ranking (AP and InfoNCE).
+        near_negatives: extra InfoNCE candidates per query drawn close to its true
+            match (InfoNCE only), so that descriptors tell apart points a few pixels
+            apart, not only the points of the ``grid_step`` grid.
+        near_radius: (min, max) distance in pixels of those close negatives.
+        loc_weight: weight of the sub-pixel localisation loss
+            (:func:`fundusfeat.training.losses.localization_loss`; 0 = off): the
+            soft-argmax of each ``loc_window`` window of image 1's repeatability must
+            land where image 2's lands, both in image 1's frame at sub-pixel positions.
+        loc_window: side of those windows (pixels).
+        loc_temperature: softmax temperature of the soft-argmax (repeatability units).
     """
 
     descriptor: str = "infonce"
@@ -87,8 +107,12 @@ class LossConfig:
     grid_step: int = 8
     temperature: float = 0.05
     ap_bins: int = 25
-    ap_pos_radius: float = 0.0
     ap_neg_radius: float = 0.0
+    near_negatives: int = 0
+    near_radius: tuple[float, float] = (2.0, 6.0)
+    loc_weight: float = 0.0
+    loc_window: int = 8
+    loc_temperature: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -117,7 +141,8 @@ class RunConfig:
         log_every: steps between progress lines.
         threads: torch intra-op threads on CPU (0 = leave torch's default).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        amp: mixed precision (bfloat16) on CUDA.
+        amp: bfloat16 autocast on CUDA, and on a CPU with native bfloat16 (AVX512-BF16
+            or AMX; elsewhere the CPU emulates it slower than float32, so it stays off).
     """
 
     steps: int = 1000
@@ -163,7 +188,7 @@ def _listify(obj: Any) -> Any:
 
 def _validate(cfg: TrainConfig) -> None:
     checks = [
-        (cfg.model.name in MODEL_NAMES, f"model.name must be one of {MODEL_NAMES}"),
+        (cfg.model.name in models.names(), f"model.name must be one of {models.names()}"),
         (cfg.model.dim > 0, "model.dim must be positive"),
         (cfg.data.crop >= 32, "data.crop must be >= 32"),
         (
@@ -177,6 +202,14 @@ def _validate(cfg: TrainConfig) -> None:
         (cfg.loss.grid_step >= 1, "loss.grid_step must be >= 1"),
         (cfg.loss.temperature > 0, "loss.temperature must be positive"),
         (cfg.loss.ap_bins >= 2, "loss.ap_bins must be >= 2"),
+        (cfg.loss.near_negatives >= 0, "loss.near_negatives must be >= 0"),
+        (
+            0 < cfg.loss.near_radius[0] <= cfg.loss.near_radius[1],
+            "loss.near_radius: 0 < min <= max",
+        ),
+        (cfg.loss.loc_weight >= 0, "loss.loc_weight must be >= 0"),
+        (cfg.loss.loc_window >= 2, "loss.loc_window must be >= 2"),
+        (cfg.loss.loc_temperature > 0, "loss.loc_temperature must be positive"),
         (cfg.optim.lr > 0, "optim.lr must be positive"),
         (cfg.optim.batch_pairs >= 1, "optim.batch_pairs must be >= 1"),
         (
@@ -202,7 +235,7 @@ _SECTIONS = {
     "optim": OptimConfig,
     "run": RunConfig,
 }
-_PATH_KEYS = {("data", "train_list"), ("data", "val_list")}
+_PATH_KEYS = {("data", "train_list"), ("data", "val_list"), ("model", "init_from")}
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> TrainConfig:

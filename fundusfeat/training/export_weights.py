@@ -1,8 +1,9 @@
 """Turn a trainer checkpoint into shippable package weights.
 
 ``python -m fundusfeat.training.export_weights runs/fast/last.pt`` writes the bare
-state dict to ``fundusfeat/weights/<model>_fundus.pt`` and prints its sha256 (to put
-in :data:`fundusfeat.checkpoint.WEIGHTS`) and the training counters (for the model card).
+state dict to the model's weights file in ``fundusfeat/weights`` (its registry entry's
+``weights``, else ``<model>_fundus.pt``) and prints its sha256 (to put in that entry of
+:data:`fundusfeat.models.MODELS`) and the training counters (for the model card).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from fundusfeat.checkpoint import WEIGHTS, file_sha256, load_state_dict
+from fundusfeat import models
+from fundusfeat.checkpoint import file_sha256, load_state_dict, read_weights_file
 
 
 def export_weights(checkpoint: str | Path, out_dir: str | Path) -> tuple[Path, str, dict]:
@@ -24,11 +26,11 @@ def export_weights(checkpoint: str | Path, out_dir: str | Path) -> tuple[Path, s
         train_seconds, hardware).
     """
     model, state = load_state_dict(checkpoint)
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt = read_weights_file(checkpoint)
     counters = {
         k: ckpt[k] for k in ("step", "pairs_seen", "train_seconds", "hardware") if k in ckpt
     }
-    path = Path(out_dir) / WEIGHTS[model][0]
+    path = Path(out_dir) / (models.get(model).weights or f"{model}_fundus.pt")
     torch.save({k: v.contiguous() for k, v in state.items()}, path)
     return path, file_sha256(path), counters
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kornia.geometry.linalg import transform_points
+from kornia.geometry.transform import warp_perspective
 
 from fundusfeat.keypoints import pixel_to_grid, sample_descriptors
 
@@ -26,21 +27,6 @@ def pixel_grid(h: int, w: int, step: int, offset: tuple[float, float], device) -
     ys = torch.arange(0, h, step, device=device, dtype=torch.float32) + offset[1]
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-
-
-def homography_grid(H: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Dense correspondence of a homography.
-
-    Args:
-        H: (B, 3, 3) image-1 pixel -> image-2 pixel.
-        h, w: image-1 size.
-
-    Returns:
-        (B, h, w, 2) float32: the image-2 (x, y) of every image-1 pixel.
-    """
-    pts = pixel_grid(h, w, 1, (0.0, 0.0), H.device)
-    out = transform_points(H.float(), pts.expand(H.shape[0], -1, -1))
-    return out.view(H.shape[0], h, w, 2)
 
 
 def sample_maps(maps: torch.Tensor, xy: torch.Tensor, stride: int = 1) -> torch.Tensor:
@@ -102,22 +88,80 @@ def cosim_loss(
 
 
 def peaky_loss(rep: torch.Tensor, valid: torch.Tensor, window: int) -> torch.Tensor:
-    """1 - mean over pixels of (local max - local mean) of the heatmap (paper's L_peaky)."""
-    pad = window // 2
-    mx = F.max_pool2d(rep, window + 1, stride=1, padding=pad)
-    avg = F.avg_pool2d(rep, window + 1, stride=1, padding=pad, count_include_pad=False)
+    """1 - mean over pixels of (local max - local mean) of the heatmap (paper's L_peaky).
+
+    The ``(window + 1)``-wide max and mean filters are separable (one pass per axis,
+    the same values as the 2-D pools, far cheaper on the CPU).
+    """
+    k, pad = window + 1, window // 2
+    mx = F.max_pool2d(F.max_pool2d(rep, (1, k), 1, (0, pad)), (k, 1), 1, (pad, 0))
+    avg = F.avg_pool2d(rep, (1, k), 1, (0, pad), count_include_pad=False)
+    avg = F.avg_pool2d(avg, (k, 1), 1, (pad, 0), count_include_pad=False)
     return 1.0 - ((mx - avg) * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def localization_loss(
+    rep1: torch.Tensor,
+    rep2_in_1: torch.Tensor,
+    valid: torch.Tensor,
+    window: int,
+    temperature: float,
+    offset: tuple[int, int] = (0, 0),
+) -> torch.Tensor:
+    """Sub-pixel agreement of the two heatmaps' peaks, window by window.
+
+    Both maps are in image 1's frame (``rep2_in_1`` is image 2's repeatability sampled
+    at the exact, sub-pixel correspondents of image-1 pixels). The map is cut into
+    ``window x window`` cells starting at ``offset`` (a different offset each step, so
+    no grid is preferred); in each cell the soft-argmax ``sum softmax(rep / T) * xy``
+    of either map is a sub-pixel position, and the loss is their distance (pixels,
+    Charbonnier ``sqrt(d^2 + 0.01)``), averaged over fully valid cells weighted by how
+    peaked both maps are there (``max - mean``, not differentiated), so that flat cells
+    do not count.
+
+    Args:
+        rep1: (B, 1, H, W) repeatability of image 1.
+        rep2_in_1: (B, 1, H, W) repeatability of image 2 resampled in image 1's frame.
+        valid: (B, 1, H, W) float, 1 where both are defined.
+        window: cell side (pixels).
+        temperature: softmax temperature (repeatability units).
+        offset: (x, y) pixel offset of the cells, taken modulo ``window``.
+
+    Returns:
+        Scalar loss in pixels (0 when no cell is valid).
+    """
+    n = window
+    ox, oy = int(offset[0]) % n, int(offset[1]) % n
+    maps = torch.cat([rep1, rep2_in_1, valid], dim=1)[..., oy:, ox:]
+    h, w = (maps.shape[-2] // n) * n, (maps.shape[-1] // n) * n
+    if h == 0 or w == 0:
+        return rep1.new_zeros(())
+    cells = F.unfold(maps[..., :h, :w], n, stride=n).view(maps.shape[0], 3, n * n, -1)
+    a, b, v = cells[:, 0], cells[:, 1], cells[:, 2]  # (B, n*n, L)
+    ys, xs = torch.meshgrid(
+        torch.arange(n, device=rep1.device, dtype=rep1.dtype),
+        torch.arange(n, device=rep1.device, dtype=rep1.dtype),
+        indexing="ij",
+    )
+    xy = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)  # (n*n, 2), unfold order
+    pa = torch.einsum("bkl,kc->blc", (a / temperature).softmax(1), xy)
+    pb = torch.einsum("bkl,kc->blc", (b / temperature).softmax(1), xy)
+    err = torch.sqrt(((pa - pb) ** 2).sum(-1) + 0.01)
+    peaked = ((a.amax(1) - a.mean(1)) * (b.amax(1) - b.mean(1))).detach()
+    weight = peaked * (v.amin(1) > 0.99).to(peaked.dtype)
+    return (err * weight).sum() / weight.sum().clamp_min(_EPS)
 
 
 def warp_to_first(maps2: torch.Tensor, H: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Resample (B, C, H2, W2) maps of image 2 at the correspondents of image-1 pixels.
 
+    ``out(p) = maps2(H p)`` with bilinear interpolation (``kornia``'s
+    ``warp_perspective`` of the inverse map, pixel centres at integer coordinates).
+
     Returns (B, C, h, w); outside image 2 reads 0.
     """
-    flow = homography_grid(H, h, w)
-    b = flow.shape[0]
-    out = sample_maps(maps2, flow.view(b, -1, 2))
-    return out.transpose(1, 2).reshape(b, maps2.shape[1], h, w)
+    inverse = torch.linalg.inv(H.float())
+    return warp_perspective(maps2, inverse, (h, w), align_corners=True, padding_mode="zeros")
 
 
 def binned_ap(
@@ -168,6 +212,36 @@ def reliability_bce(quality: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
     """
     r = rel.clamp(1e-6, 1.0 - 1e-6)
     return -(quality * torch.log(r) + (1.0 - quality) * torch.log1p(-r))
+
+
+def near_offsets(
+    shape: tuple[int, int, int], radius: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """(B, N, K, 2) random offsets of length uniform in ``radius`` and random direction.
+
+    Drawn on the CPU from ``generator`` (reproducible whatever the device).
+    """
+    lo, hi = radius
+    r = lo + (hi - lo) * torch.rand((*shape, 1), generator=generator)
+    angle = 2.0 * torch.pi * torch.rand((*shape, 1), generator=generator)
+    return torch.cat([r * torch.cos(angle), r * torch.sin(angle)], dim=-1)
+
+
+@dataclass(frozen=True)
+class NearNegatives:
+    """Descriptors close to each query's true match, in the partner image.
+
+    Attributes:
+        d2: (B, N, K, D) unit descriptors of image 2 near ``xy2`` of each query.
+        valid2: (B, N, K) bool, inside image 2's FOV.
+        d1: (B, N, K, D) unit descriptors of image 1 near ``xy1`` (for 2 -> 1).
+        valid1: (B, N, K) bool.
+    """
+
+    d2: torch.Tensor
+    valid2: torch.Tensor
+    d1: torch.Tensor
+    valid1: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -222,6 +296,7 @@ def descriptor_terms(
     temperature: float,
     bins: int,
     ignore_radius: float,
+    near: NearNegatives | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-query matching quality, the descriptor loss and the mutual-NN accuracy.
 
@@ -234,6 +309,7 @@ def descriptor_terms(
         temperature: InfoNCE temperature.
         bins: AP bins.
         ignore_radius: candidates closer than this to the true match are left out.
+        near: extra InfoNCE candidates close to each true match (ignored for ``"ap"``).
 
     Returns:
         quality: (2, B, N) for the directions 1->2 and 2->1 (0 where invalid).
@@ -244,13 +320,21 @@ def descriptor_terms(
     sim = d1 @ d2.transpose(1, 2)  # (B, N, N)
     eye = torch.eye(sim.shape[-1], dtype=torch.bool, device=sim.device).expand_as(sim)
     qualities, ces = [], []
-    for s in (sim, sim.transpose(1, 2)):
+    extras = (
+        (None, None) if near is None else ((d1, near.d2, near.valid2), (d2, near.d1, near.valid1))
+    )
+    for s, extra in zip((sim, sim.transpose(1, 2)), extras, strict=True):
         if kind == "ap":
             qualities.append(binned_ap(s, eye, usable, bins))
             ces.append(s.new_zeros(()))
             continue
         logits = (s / temperature).masked_fill(~usable, float("-inf"))
-        logp = torch.diagonal(logits.log_softmax(-1), dim1=1, dim2=2)
+        if extra is not None:  # (B, N, K): each query against the K points near its match
+            q, cand, ok = extra
+            close = (q[:, :, None, :] * cand).sum(-1) / temperature
+            logits = torch.cat([logits, close.masked_fill(~ok, float("-inf"))], dim=-1)
+        n = s.shape[-1]
+        logp = torch.diagonal(logits.log_softmax(-1)[..., :n], dim1=1, dim2=2)
         logp = torch.where(corr.valid, logp, torch.zeros_like(logp))
         qualities.append(logp.exp())
         ces.append(-(logp * corr.valid).sum() / corr.valid.sum().clamp_min(1))

@@ -1,6 +1,7 @@
 """The training objective of one batch of pairs: repeatability + descriptor/reliability.
 
-``L = L_desc + rep_weight * (L_cosim + peaky_weight * (L_peaky(S1) + L_peaky(S2)))``
+``L = L_desc + rep_weight * (L_cosim + peaky_weight * (L_peaky(S1) + L_peaky(S2)))
++ loc_weight * L_loc``
 
 - ``L_cosim``/``L_peaky``: the paper's repeatability terms on N x N windows.
 - ``L_desc`` with ``descriptor = "ap"``: the paper's ``1 - AP * R - k (1 - R)`` averaged
@@ -12,7 +13,11 @@
   match. (The paper's linear form ``1 - q R - k (1 - R)`` drives R to 0 through the
   softmax while the early qualities are below k, where its gradient vanishes; the
   cross-entropy keeps a gradient ``R - q`` on the logit and calibrates R as the
-  probability that the descriptor matches.)
+  probability that the descriptor matches.) With ``near_negatives = K`` each query
+  also competes with K points 2-6 px from its true match (``near_radius``).
+- ``L_loc``: the sub-pixel localisation loss
+  (:func:`~fundusfeat.training.losses.localization_loss`), which rewards heatmap peaks
+  that move with the image by fractions of a pixel.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from torch import nn
 from fundusfeat.preprocess import normalize_rgb
 from fundusfeat.training.config import LossConfig
 from fundusfeat.training.losses import (
+    Correspondences,
+    NearNegatives,
     correspondences,
     cosim_loss,
     descriptor_terms,
+    localization_loss,
+    near_offsets,
     peaky_loss,
     reliability_bce,
     reliability_loss,
@@ -41,6 +50,7 @@ def batch_loss(
     batch: PairBatch,
     cfg: LossConfig,
     offset: tuple[float, float],
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of a batch and its terms.
 
@@ -48,12 +58,15 @@ def batch_loss(
         net: a network of :mod:`fundusfeat.network` (possibly wrapped in DDP).
         batch: the pairs, on the network's device.
         cfg: the loss settings.
-        offset: (x, y) shift in [0, grid_step) of the query grid for this batch.
+        offset: (x, y) shift in [0, grid_step) of the query grid for this batch (its
+            integer part also places the localisation loss's cells).
+        generator: CPU generator of the close negatives' offsets (None: seeded 0).
 
     Returns:
-        The scalar loss and a dict of floats: loss, desc, cosim, peaky, quality
-        (mean matching quality of valid queries), rel (mean reliability there),
-        mnn_accuracy (mutual nearest neighbours of grid descriptors that are right).
+        The scalar loss and a dict of floats: loss, desc, cosim, peaky, loc (0 when
+        off), quality (mean matching quality of valid queries), rel (mean reliability
+        there), mnn_accuracy (mutual nearest neighbours of grid descriptors that are
+        right).
     """
     b, _, h, w = batch.image1.shape
     images = normalize_rgb(torch.cat([batch.image1, batch.image2]))
@@ -68,9 +81,20 @@ def batch_loss(
     cosim = cosim_loss(rep1, rep2_in_1, valid12, cfg.window, cfg.cosim_centered)
     peaky = peaky_loss(rep1, batch.valid1, cfg.window) + peaky_loss(rep2, batch.valid2, cfg.window)
 
+    loc = rep1.new_zeros(())
+    if cfg.loc_weight > 0:
+        cells = (int(offset[0]), int(offset[1]))
+        loc = localization_loss(
+            rep1, rep2_in_1, valid12, cfg.loc_window, cfg.loc_temperature, cells
+        )
+
     corr = correspondences(batch.H, batch.valid1, batch.valid2, cfg.grid_step, offset)
     d1 = sample_unit_descriptors(desc[:b], corr.xy1, stride)
     d2 = sample_unit_descriptors(desc[b:], corr.xy2, stride)
+    near = None
+    if cfg.descriptor == "infonce" and cfg.near_negatives > 0:
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        near = _near_negatives(desc, batch, corr, stride, cfg, gen)
     quality, ce, accuracy = descriptor_terms(
         d1,
         d2,
@@ -79,6 +103,7 @@ def batch_loss(
         temperature=cfg.temperature,
         bins=cfg.ap_bins,
         ignore_radius=cfg.ap_neg_radius,
+        near=near,
     )
     r = torch.stack(
         [sample_maps(rel[:b], corr.xy1)[..., 0], sample_maps(rel[b:], corr.xy2)[..., 0]]
@@ -90,17 +115,39 @@ def batch_loss(
         per_point = reliability_loss(quality, r, cfg.k)
     rel_term = (per_point * corr.valid).sum() / n_valid
     desc_loss = rel_term + ce
-    loss = desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky)
+    loss = desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky) + cfg.loc_weight * loc
     terms = {
         "loss": loss.item(),
         "desc": desc_loss.item(),
         "cosim": cosim.item(),
         "peaky": peaky.item() / 2,
+        "loc": loc.item(),
         "quality": (quality.detach() * corr.valid).sum().item() / n_valid.item(),
         "rel": (r.detach() * corr.valid).sum().item() / n_valid.item(),
         "mnn_accuracy": accuracy.item(),
     }
     return loss, terms
+
+
+def _near_negatives(
+    desc: torch.Tensor,
+    batch: PairBatch,
+    corr: Correspondences,
+    stride: int,
+    cfg: LossConfig,
+    generator: torch.Generator,
+) -> NearNegatives:
+    """Descriptors ``near_radius`` px from each query's match, in both images."""
+    b, n = corr.xy1.shape[:2]
+    k = cfg.near_negatives
+    parts = []
+    for img, xy, valid in ((1, corr.xy2, batch.valid2), (0, corr.xy1, batch.valid1)):
+        pts = xy[:, :, None] + near_offsets((b, n, k), cfg.near_radius, generator).to(xy.device)
+        flat = pts.reshape(b, n * k, 2)
+        d = sample_unit_descriptors(desc[img * b : (img + 1) * b], flat, stride)
+        ok = sample_maps(valid, flat)[..., 0] > 0.99
+        parts += [d.view(b, n, k, -1), ok.view(b, n, k)]
+    return NearNegatives(d2=parts[0], valid2=parts[1], d1=parts[2], valid1=parts[3])
 
 
 def _stride_of(net: nn.Module) -> int:

@@ -8,8 +8,8 @@ least ``min_overlap`` of crop 1 mapped inside crop 2's FOV), and an independent
 photometric change of each crop (:func:`fundusfeat.warps.photometric_change`).
 
 The dense correspondence ("flow") of a pair is exact: it is the homography
-``H`` (3x3, crop-1 pixel -> crop-2 pixel, pixel-centre convention), which
-:func:`fundusfeat.training.losses.homography_grid` turns into a per-pixel map.
+``H`` (3x3, crop-1 pixel -> crop-2 pixel, pixel-centre convention), with which
+:func:`fundusfeat.training.losses.warp_to_first` resamples image-2 maps in image 1.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import cv2
 import numpy as np
 import torch
 
+from fundusfeat.fov import estimate_fov
 from fundusfeat.imageio import read_image
-from fundusfeat.preprocess import estimate_fov, resize_image, working_scale
+from fundusfeat.imageops import resize_image
+from fundusfeat.preprocess import working_scale
 from fundusfeat.warps import (
     PhotoRange,
     WarpRange,

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fundusfeat import models
+from fundusfeat.hardware import cpu_has_native_bf16, hardware_name, resolve_device
 from fundusfeat.imageio import expand_image_args
-from fundusfeat.network import build_network
 from fundusfeat.training.config import TrainConfig
 from fundusfeat.training.objective import batch_loss
 from fundusfeat.training.pairs import PairBatch, PairSampler, load_train_image
@@ -49,28 +49,6 @@ class TrainState:
     train_seconds: float = 0.0
     hardware: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def hardware_name(device: torch.device) -> str:
-    """A short description of the training hardware (GPU name or CPU + threads)."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {cpu}, {torch.get_num_threads()} threads"
 
 
 def _init_distributed(device: torch.device) -> tuple[int, int]:
@@ -98,16 +76,20 @@ class Trainer:
         self.device = resolve_device(cfg.run.device)
         self.rank, self.world = _init_distributed(self.device)
         torch.manual_seed(cfg.run.seed + self.rank)
-        self.net = build_network(cfg.model.name, cfg.model.dim).to(self.device)
+        self.net = models.get(cfg.model.name).build(cfg.model.dim).to(self.device)
         self.net = self.net.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(
             self.net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
         )
+        self.near_rng = torch.Generator().manual_seed(cfg.run.seed + 7919 * (self.rank + 1))
+        self.amp = cfg.run.amp and (self.device.type == "cuda" or cpu_has_native_bf16())
         self.state = TrainState()
         self.sampler = self._make_sampler(cfg.data.train_list, cfg.run.seed + 1000 * self.rank)
         self.val_batches = self._make_val_batches()
         if resume is not None:
             self._load(Path(resume))
+        elif cfg.model.init_from:
+            self._init_from(Path(cfg.model.init_from))
         self.model: nn.Module = self.net
         if self.world > 1 or dist.is_initialized():
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -156,6 +138,7 @@ class Trainer:
             "config": json.dumps(self.cfg.to_dict()),
             "sampler_state": json.dumps(self.sampler.rng.bit_generator.state),
             "torch_rng": torch.get_rng_state(),
+            "near_rng": self.near_rng.get_state(),
         }
 
     def save(self, path: Path) -> None:
@@ -186,7 +169,26 @@ class Trainer:
         if self.world == 1:  # same stream continues; other ranks keep their fresh seeds
             self.sampler.rng.bit_generator.state = json.loads(ckpt["sampler_state"])
             torch.set_rng_state(ckpt["torch_rng"])
+            if "near_rng" in ckpt:
+                self.near_rng.set_state(ckpt["near_rng"])
         logger.info("resumed from %s at step %d", path, self.state.step)
+
+    def _init_from(self, path: Path) -> None:
+        """Copy every tensor of ``path`` whose name and shape match into the network."""
+        if not path.is_file():
+            raise FileNotFoundError(f"model.init_from: no such checkpoint: {path}")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        source = obj.get("state_dict", obj) if isinstance(obj, dict) else {}
+        own = self.net.state_dict()
+        taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+        self.net.load_state_dict(taken, strict=False)
+        logger.info(
+            "initialised %d of %d tensors from %s (new: %s)",
+            len(taken),
+            len(own),
+            path,
+            ", ".join(sorted({k.split(".")[0] for k in own if k not in taken})) or "none",
+        )
 
     # ----------------------------------------------------------------- steps
     def _offset(self) -> tuple[float, float]:
@@ -200,12 +202,11 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         chunks = cfg.optim.batch_pairs // cfg.optim.micro_batch
-        amp = cfg.run.amp and self.device.type == "cuda"
         totals: dict[str, float] = {}
         for _ in range(chunks):
             batch = self.sampler.batch(cfg.optim.micro_batch).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, terms = batch_loss(self.model, batch, cfg.loss, self._offset())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss, terms = batch_loss(self.model, batch, cfg.loss, self._offset(), self.near_rng)
             (loss / chunks).backward()
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v / chunks
