@@ -29,6 +29,7 @@ import numpy as np
 
 from fundusfeat import __version__, demo, models, viz
 from fundusfeat.argtypes import positive_int
+from fundusfeat.registration import TRANSFORM_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,12 @@ def _add_registration_options(parser: argparse.ArgumentParser, prefix: str) -> N
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: auto)")
     parser.add_argument("--max-keypoints", type=positive_int, help="keypoints per image")
     parser.add_argument(
-        "--method", choices=("ransac", "magsac"), help="robust homography estimator"
+        "--method", choices=("ransac", "magsac"), help="estimator of the first homography"
+    )
+    parser.add_argument(
+        "--transform",
+        choices=TRANSFORM_MODELS,
+        help="transform model (default auto: per pair, the homography or the quadratic)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -197,7 +203,8 @@ def _make_detector(args: argparse.Namespace) -> Any:
 def _register(img1: np.ndarray, img2: np.ndarray, args: argparse.Namespace) -> Any:
     from fundusfeat import register
 
-    options = {"method": args.method} if args.method else {}
+    options = {"method": args.method, "model": args.transform}
+    options = {k: v for k, v in options.items() if v is not None}
     return register(img1, img2, detector=_make_detector(args), **options)
 
 
@@ -206,8 +213,9 @@ MAX_DRAWN_MATCHES = 150
 
 
 def _figure_images(img1: np.ndarray, img2: np.ndarray, result: Any) -> dict[str, np.ndarray]:
-    """The figures of a result, by name: matches always; checkerboard and overlay when
-    a homography was estimated."""
+    """The figures of a result, by name: matches always; when registered, image 2 in
+    image 1's frame (``registered``), the checkerboard, the overlay and a crop of the
+    overlay at full resolution (``overlay_crop``, where errors of a few pixels show)."""
     figures = {
         "matches": viz.draw_matches(
             img1,
@@ -219,11 +227,28 @@ def _figure_images(img1: np.ndarray, img2: np.ndarray, result: Any) -> dict[str,
             max_draw=MAX_DRAWN_MATCHES,
         )
     }
-    if result.H is not None:
-        warped = viz.warp_to(img2, result.H, img1.shape)
+    if result.transform is not None:
+        warped = viz.warp_to(img2, result.transform, img1.shape)
+        figures["registered"] = viz.to_bgr_uint8(warped, "registered")
         figures["checkerboard"] = viz.checkerboard(img1, warped)
         figures["overlay"] = viz.overlay(img1, warped)
+        figures["overlay_crop"] = viz.detail_crop(
+            figures["overlay"], _inlier_centre(result, img1.shape)
+        )
     return figures
+
+
+def _inlier_centre(result: Any, shape: tuple[int, ...]) -> tuple[float, float]:
+    """Median image-1 position of the inliers (where the crop of the overlay looks; the
+    image centre when there are none)."""
+    mask = np.asarray(result.inliers).reshape(-1).astype(bool)
+    pts = [
+        result.keypoints1[m.queryIdx].pt for m, ok in zip(result.matches, mask, strict=True) if ok
+    ]
+    if not pts:
+        return (shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0
+    xy = np.asarray(pts)
+    return float(np.median(xy[:, 0])), float(np.median(xy[:, 1]))
 
 
 def _write_figures(figures: dict[str, np.ndarray], out: Path, prefix: str) -> list[Path]:
@@ -246,6 +271,8 @@ def _summary(result: Any, figures: list[Path]) -> dict[str, Any]:
         "success": bool(result.success),
         "reason": result.reason,
         "H": None if result.H is None else np.asarray(result.H).tolist(),
+        "transform": None if result.transform is None else result.transform.to_dict(),
+        "confidence": float(result.confidence),
         "num_keypoints1": len(result.keypoints1),
         "num_keypoints2": len(result.keypoints2),
         "num_matches": len(result.matches),
@@ -276,11 +303,13 @@ def _format_text(summary: dict[str, Any]) -> str:
         f"keypoints: {summary['num_keypoints1']} / {summary['num_keypoints2']}   "
         f"matches: {summary['num_matches']}   inliers: {summary['num_inliers']}",
     ]
+    lines.append(f"confidence: {summary['confidence']:.3f}")
     if summary["H"] is None:
         lines.append("H: none")
     else:
+        model = summary["transform"]["model"]
         rows = np.array2string(np.asarray(summary["H"]), precision=6, suppress_small=True)
-        lines.append("H (image 1 -> image 2):\n" + rows)
+        lines.append(f"transform: {model}; its best homography H (image 1 -> image 2):\n{rows}")
     if "accurate" in summary:
         lines.append(_format_truth(summary["mean_corner_error_px"], summary["accurate"]))
     timings = ", ".join(f"{k} {v:.3f}" for k, v in summary["timings_s"].items())

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from fundusfeat.imageops import resize_long_side, to_uint8
-from fundusfeat.warps import Photometric, about_centre, apply_photometric
+from fundusfeat.warps import Photometric, about_centre, apply_photometric, transform_points
 
 DEMO_SIZE = 768
 """Long side (pixels) of the embedded demo images."""
@@ -180,8 +180,8 @@ def mean_corner_error(H_est: np.ndarray, H_true: np.ndarray, width: int, height:
     """
     corners = np.array(
         [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64
-    ).reshape(-1, 1, 2)
-    est = cv2.perspectiveTransform(corners, np.asarray(H_est, np.float64))
-    true = cv2.perspectiveTransform(corners, np.asarray(H_true, np.float64))
-    err = np.linalg.norm(est - true, axis=-1)
+    )
+    err = np.linalg.norm(
+        transform_points(H_est, corners) - transform_points(H_true, corners), axis=1
+    )
     return float(np.mean(err)) if np.all(np.isfinite(err)) else math.inf

@@ -28,6 +28,7 @@ from torch import nn
 from fundusfeat import keypoints as kp
 from fundusfeat import models
 from fundusfeat.checkpoint import network_from_state_dict
+from fundusfeat.network import fold_for_inference
 from fundusfeat.preprocess import from_working, to_working
 from fundusfeat.preprocessor import Prepared, prepare
 from fundusfeat.settings import DetectorConfig
@@ -104,7 +105,9 @@ class Detector:
         return int(getattr(self.network, "dim", 128))
 
     def _build(self) -> nn.Module:
-        net = network_from_state_dict(self.spec.name, self.state_dict, self.device)
+        net = fold_for_inference(
+            network_from_state_dict(self.spec.name, self.state_dict, self.device)
+        )
         if self.backend == "onnx":
             from fundusfeat.export import onnx_network
 

@@ -391,11 +391,9 @@ class R2D2Fundus:
         return [to_keypoints(f) for f in self._core.extract(prepared)]
 
 
-def to_keypoints(features: Features) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:
-    """``(tuple of cv2.KeyPoint, descriptors)`` of :class:`~fundusfeat.detector.Features`."""
-    if len(features) == 0:
-        return (), np.empty((0, features.desc.shape[1]), np.float32)
-    kps = tuple(
+def keypoint_tuple(features: Features) -> tuple[cv2.KeyPoint, ...]:
+    """The ``cv2.KeyPoint`` of :class:`~fundusfeat.detector.Features` (``angle = -1``)."""
+    return tuple(
         cv2.KeyPoint(x, y, s, -1.0, r, o)
         for (x, y), s, r, o in zip(
             features.xy.tolist(),
@@ -405,7 +403,46 @@ def to_keypoints(features: Features) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarr
             strict=True,
         )
     )
-    return kps, features.desc
+
+
+def to_keypoints(features: Features) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:
+    """``(tuple of cv2.KeyPoint, descriptors)`` of :class:`~fundusfeat.detector.Features`."""
+    if len(features) == 0:
+        return (), np.empty((0, features.desc.shape[1]), np.float32)
+    return keypoint_tuple(features), features.desc
+
+
+class KeypointSequence(Sequence[cv2.KeyPoint]):
+    """The keypoints of :class:`~fundusfeat.detector.Features` as a read-only sequence of
+    ``cv2.KeyPoint``, built on first access (a registration that nobody draws never pays
+    for thousands of Python objects). Compares equal to the tuple it holds."""
+
+    def __init__(self, features: Features) -> None:
+        self._features = features
+        self._keypoints: tuple[cv2.KeyPoint, ...] | None = None
+
+    def _tuple(self) -> tuple[cv2.KeyPoint, ...]:
+        if self._keypoints is None:
+            self._keypoints = keypoint_tuple(self._features)
+        return self._keypoints
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._tuple()[index]
+
+    def __iter__(self) -> Any:
+        return iter(self._tuple())
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._tuple())
+
+    def __repr__(self) -> str:
+        return f"KeypointSequence({len(self)} keypoints)"
 
 
 def _empty() -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:

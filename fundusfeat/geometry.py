@@ -1,4 +1,5 @@
-"""Projective transform estimation between matched keypoints, and a sanity check of it.
+"""Geometry between matched keypoints: the robust homography, guided re-matching around
+a transform, and sanity bounds of a homography.
 
 ``H`` always maps image-1 points onto image 2: ``[x2, y2, 1]^T ~ H [x1, y1, 1]^T``
 (``cv2.findHomography(src=kps1[queryIdx], dst=kps2[trainIdx])``), in pixel coordinates
@@ -7,11 +8,16 @@ with the origin at the centre of the top-left pixel.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
+
+from fundusfeat.transforms import MODELS, ModelChoice, Transform, choose_model, fit
 
 DEFAULT_RANSAC_THRESHOLD = 5.0
 """Maximum reprojection error (px in image 2) of an inlier."""
@@ -82,20 +88,37 @@ def estimate_projective(
         fewer than 4 matches or the estimation fails) and ``inliers`` uint8
         ``(len(matches), 1)`` (1 = inlier; all zeros when ``H`` is None).
     """
+    src, dst = matched_points(kps1, kps2, matches)
+    return robust_homography(src, dst, ransac_threshold, method, confidence, max_iters, seed)
+
+
+def robust_homography(
+    src: np.ndarray,
+    dst: np.ndarray,
+    threshold: float = DEFAULT_RANSAC_THRESHOLD,
+    method: str = "ransac",
+    confidence: float = 0.999,
+    max_iters: int = DEFAULT_MAX_ITERS,
+    seed: int = 0,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """:func:`estimate_projective` on ``(M, 2)`` point arrays ``src -> dst``.
+
+    Returns:
+        ``(H, inliers)`` as :func:`estimate_projective` does.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    if not (np.isfinite(ransac_threshold) and ransac_threshold > 0):
-        raise ValueError(f"ransac_threshold must be > 0, got {ransac_threshold!r}")
-    src, dst = matched_points(kps1, kps2, matches)
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"ransac_threshold must be > 0, got {threshold!r}")
     none = np.zeros((len(src), 1), np.uint8)
     if len(src) < 4:
         return None, none
     cv2.setRNGSeed(int(seed))
     H, inliers = cv2.findHomography(
-        src,
-        dst,
+        np.asarray(src, np.float32),
+        np.asarray(dst, np.float32),
         METHODS[method],
-        ransacReprojThreshold=float(ransac_threshold),
+        ransacReprojThreshold=float(threshold),
         maxIters=int(max_iters),
         confidence=float(confidence),
     )
@@ -108,20 +131,18 @@ def homography_is_plausible(
     H: np.ndarray | None,
     image_size: tuple[int, int] | None = None,
     max_scale: float = 4.0,
-    max_anisotropy: float = 3.0,
-    max_perspective: float = 0.5,
 ) -> tuple[bool, str]:
-    """Reject homographies that cannot relate two fundus photographs of one eye.
+    """Sanity bounds of a homography between two fundus photographs (not evidence that it
+    is right: that is :mod:`fundusfeat.verification`'s job).
+
+    Rejected: a non-finite or singular matrix, a reflection, a scale outside
+    ``1 / max_scale .. max_scale`` (no camera pair differs that much), and a homography
+    that sends part of image 1 to infinity (its denominator changes sign over the image).
 
     Args:
         H: 3x3 homography (image 1 -> image 2) or None.
-        image_size: ``(width, height)`` of image 1; used to bound the perspective
-            distortion over the image. None = 1000 x 1000.
-        max_scale: the area scale must lie in ``[1 / max_scale**2, max_scale**2]``
-            (i.e. a linear scale within ``1/max_scale .. max_scale``).
-        max_anisotropy: largest ratio of the singular values of the affine part.
-        max_perspective: largest relative change of the projective denominator
-            ``h31 x + h32 y + h33`` over the image corners.
+        image_size: ``(width, height)`` of image 1; None = 1000 x 1000.
+        max_scale: the largest linear scale between the images.
 
     Returns:
         ``(ok, reason)`` with ``reason = "ok"`` or a short explanation.
@@ -140,13 +161,224 @@ def homography_is_plausible(
     scale = float(np.sqrt(sv[0] * sv[1]))
     if not 1.0 / max_scale <= scale <= max_scale:
         return False, f"extreme scale {scale:.3g}"
-    if sv[0] / sv[1] > max_anisotropy:
-        return False, f"extreme shear/anisotropy {sv[0] / sv[1]:.3g}"
     if np.linalg.det(H[:2, :2]) < 0:
         return False, "homography flips the image (reflection)"
     w, h = image_size if image_size is not None else (1000, 1000)
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
-    denom = corners @ H[2]
-    if denom.min() <= 0 or denom.max() / denom.min() > 1.0 + max_perspective:
-        return False, "strong perspective distortion"
+    if (corners @ H[2]).min() <= 0:
+        return False, "homography sends part of the image to infinity"
     return True, "ok"
+
+
+GUIDED_CANDIDATES = 6
+"""Keypoints of the other image considered per keypoint by :func:`guided_match`."""
+
+
+def descriptor_distances(a: np.ndarray, b: np.ndarray, binary: bool) -> np.ndarray:
+    """Row-wise distances of ``(..., D)`` descriptor arrays broadcast together.
+
+    Float descriptors: squared Euclidean distance. Binary (uint8, packed) descriptors:
+    the Hamming distance.
+    """
+    if binary:
+        return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1).astype(np.float32)
+    a, b = a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)
+    aa = np.einsum("...d,...d->...", a, a)
+    bb = np.einsum("...d,...d->...", b, b)
+    return np.maximum(aa + bb - 2.0 * np.einsum("...d,...d->...", a, b), 0.0)
+
+
+def _nearest_in_window(
+    points: np.ndarray,
+    desc: np.ndarray,
+    targets: np.ndarray,
+    target_desc: np.ndarray,
+    radius: float,
+    binary: bool,
+    max_distance: float,
+) -> np.ndarray:
+    """For each point, the index of the target within ``radius`` px whose descriptor is
+    nearest, if that descriptor distance is below ``max_distance`` (-1 where there is
+    none). Vectorised: one KD-tree query for all points."""
+    out = np.full(len(points), -1, dtype=np.int64)
+    ok = np.isfinite(points).all(axis=1)
+    if not ok.any() or len(targets) == 0:
+        return out
+    k = min(GUIDED_CANDIDATES, len(targets))
+    _, idx = cKDTree(targets).query(points[ok], k=k, distance_upper_bound=radius)
+    idx = idx.reshape(-1, k)
+    present = idx < len(targets)
+    dist = descriptor_distances(
+        desc[ok][:, None, :], target_desc[np.where(present, idx, 0)], binary
+    )
+    dist[~present] = np.inf
+    best = dist.argmin(axis=1)
+    rows = np.arange(len(idx))
+    chosen = idx[rows, best]
+    out[np.flatnonzero(ok)] = np.where(dist[rows, best] <= max_distance, chosen, -1)
+    return out
+
+
+def guided_match(
+    xy1: np.ndarray,
+    desc1: np.ndarray,
+    xy2: np.ndarray,
+    desc2: np.ndarray,
+    transform: Transform,
+    radius: float,
+    max_distance: float = np.inf,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual best descriptor matches among keypoints that ``transform`` brings together.
+
+    Each image-1 keypoint is mapped into image 2 with ``transform.apply``; among the
+    image-2 keypoints within ``radius`` px of it (at most :data:`GUIDED_CANDIDATES`, the
+    nearest) the one with the nearest descriptor is its candidate, if that descriptor is
+    closer than ``max_distance``. The same is done the other way
+    (``transform.inverse``); a pair is kept when each is the other's candidate. (Without
+    a distance limit any transform would gather "matches" near its own predictions: the
+    limit, set from the descriptor distances of the unguided inliers, keeps only pairs
+    that look like true matches.)
+
+    Args:
+        xy1, xy2: ``(N1, 2)`` and ``(N2, 2)`` keypoint positions.
+        desc1, desc2: their descriptors (float rows, or packed uint8 for binary ones).
+        transform: image 1 -> image 2.
+        radius: search radius in pixels.
+        max_distance: largest accepted descriptor distance (squared Euclidean for float
+            descriptors, Hamming for binary ones; see :func:`descriptor_distances`).
+
+    Returns:
+        ``(query, train)`` int64 index arrays of the mutual matches, by query index.
+    """
+    binary = desc1.dtype == np.uint8
+    to2 = _nearest_in_window(transform.apply(xy1), desc1, xy2, desc2, radius, binary, max_distance)
+    to1 = _nearest_in_window(
+        transform.inverse(xy2), desc2, xy1, desc1, radius, binary, max_distance
+    )
+    query = np.flatnonzero(to2 >= 0)
+    query = query[to1[to2[query]] == query]
+    return query, to2[query]
+
+
+@dataclass(frozen=True)
+class Refined:
+    """The outcome of :func:`refine`.
+
+    Attributes:
+        transform: the final transform (image 1 -> image 2).
+        query, train: indices of the final matches into the two keypoint sets.
+        inliers: ``(M,)`` bool, the matches within the threshold of ``transform``.
+        choice: the model choice (None when the model was fixed).
+        iterations: guided re-matching rounds run.
+    """
+
+    transform: Transform
+    query: np.ndarray
+    train: np.ndarray
+    inliers: np.ndarray
+    choice: ModelChoice | None
+    iterations: int
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+INITIAL_RADIUS = 3.0
+"""First guided search radius, in inlier thresholds."""
+MAX_ROUNDS = 4
+"""Most guided re-matching rounds per model."""
+
+
+def _guided_rounds(
+    xy1: np.ndarray,
+    desc1: np.ndarray,
+    xy2: np.ndarray,
+    desc2: np.ndarray,
+    transform: Transform,
+    model: str,
+    threshold: float,
+    radius: float,
+    max_distance: float,
+    best: Refined | None,
+) -> Refined | None:
+    """Re-match around ``transform`` and refit ``model`` while the inlier set grows."""
+    for rounds in range(1, MAX_ROUNDS + 1):
+        query, train = guided_match(xy1, desc1, xy2, desc2, transform, radius, max_distance)
+        fitted = fit(model, xy1[query], xy2[train], threshold)
+        if fitted is None:
+            break
+        residual = fitted.residuals(xy1[query], xy2[train])
+        inliers = residual < threshold
+        if best is not None and inliers.sum() <= best.num_inliers:
+            break
+        best = Refined(fitted, query, train, inliers, None, rounds)
+        transform = fitted
+        spread = float(np.percentile(residual[inliers], 90)) if inliers.any() else threshold
+        radius = max(threshold, min(0.7 * radius, 3.0 * spread))
+    return best
+
+
+def refine(
+    xy1: np.ndarray,
+    desc1: np.ndarray,
+    xy2: np.ndarray,
+    desc2: np.ndarray,
+    initial: Transform,
+    threshold: float,
+    model: str = "auto",
+    max_distance: float = np.inf,
+) -> Refined | None:
+    """Guided re-matching around an initial transform, then the choice of the model.
+
+    Rounds of :func:`guided_match` (search radius ``INITIAL_RADIUS`` thresholds at first,
+    then shrinking to three times the 90th-percentile inlier residual, never below the
+    threshold), each followed by a robust refit, continue while the inlier set grows.
+    With ``model="auto"`` this is done with a homography, then
+    :func:`fundusfeat.transforms.choose_model` compares the homography and the quadratic
+    model by held-out residual on the inliers, and a chosen quadratic gets its own
+    rounds (it reaches matches the homography's error kept out of the radius).
+
+    Args:
+        xy1, xy2: all keypoint positions of each image.
+        desc1, desc2: their descriptors.
+        initial: the first estimate (e.g. the robust homography of the initial matches).
+        threshold: inlier threshold (px in image 2).
+        model: ``"auto"`` or one of :data:`fundusfeat.transforms.MODELS`.
+        max_distance: the guided matches' descriptor distance limit
+            (:func:`guided_match`).
+
+    Returns:
+        The :class:`Refined` registration, or None when no transform could be fitted.
+    """
+    if model != "auto" and model not in MODELS:
+        raise ValueError(f"model must be 'auto' or one of {MODELS}, got {model!r}")
+    first = "homography" if model == "auto" else model
+    radius = INITIAL_RADIUS * threshold
+    best = _guided_rounds(
+        xy1, desc1, xy2, desc2, initial, first, threshold, radius, max_distance, None
+    )
+    if best is None or model != "auto":
+        return best
+    q, t = best.query[best.inliers], best.train[best.inliers]
+    choice = choose_model(xy1[q], xy2[t])
+    if choice.model != first:
+        start = fit(choice.model, xy1[q], xy2[t], threshold)
+        if start is not None:
+            richer = _guided_rounds(
+                xy1,
+                desc1,
+                xy2,
+                desc2,
+                start,
+                choice.model,
+                threshold,
+                2.0 * threshold,
+                max_distance,
+                None,
+            )
+            if richer is not None and richer.num_inliers >= best.num_inliers:
+                best = richer
+            else:
+                choice = ModelChoice(first, choice.held_out)
+    return dataclasses.replace(best, choice=choice)

@@ -4,11 +4,12 @@ All functions are batched and device-agnostic (they follow their input tensors) 
 no per-keypoint Python loops. Coordinates are ``(x, y)`` pixels with the origin at the
 centre of the top-left pixel.
 
-Keypoint score: ``score = repeatability * reliability``. Keypoints are the strict 3x3
-local maxima of that score with ``repeatability >= rep_thr`` and
-``reliability >= rel_thr``, ranked by score. (R2D2 takes the maxima of the repeatability
-alone; the product gives the same peaks where the reliability is locally flat, and it
-stays well defined where the repeatability saturates, e.g. for an untrained network.)
+Keypoints are the strict local maxima of the repeatability (NMS window ``nms_size``,
+3 x 3 by default) with ``repeatability >= rep_thr`` and ``reliability >= rel_thr``, as in
+R2D2; they are ranked by ``score = repeatability * reliability`` and refined to sub-pixel
+positions on the repeatability. Where a keypoint lies is thus decided by the
+full-resolution repeatability alone; the reliability, which the fast networks predict at
+1/8 resolution and upsample, only selects and ranks (its maxima would sit on its grid).
 
 Descriptor sampling (shared with the trainer, keep it identical): descriptors at stride
 ``s`` are sampled at feature coordinate ``u = x / s`` with bilinear ``grid_sample`` and
@@ -135,7 +136,8 @@ def select_keypoints(
     max_keypoints: int = _D.max_keypoints,
     nms_size: int = 3,
 ) -> Candidates:
-    """Local maxima of ``rep * rel`` above both thresholds, top ``max_keypoints`` per image.
+    """Local maxima of ``rep`` above both thresholds, top ``max_keypoints`` per image by
+    ``rep * rel``.
 
     Args:
         rep: ``(B, 1, H, W)`` repeatability in [0, 1].
@@ -154,12 +156,11 @@ def select_keypoints(
     _check_map(rel, "rel")
     if rel.shape != rep.shape:
         raise ValueError(f"rel must have rep's shape {tuple(rep.shape)}, got {tuple(rel.shape)}")
-    score = rep * rel
-    keep = nms(score, nms_size) & (rep >= rep_thr) & (rel >= rel_thr)
+    keep = nms(rep, nms_size) & (rep >= rep_thr) & (rel >= rel_thr)
     if valid_mask is not None:
         keep &= valid_mask
     b, _, y, x = keep.nonzero(as_tuple=True)
-    s = score[b, 0, y, x]
+    s = rep[b, 0, y, x] * rel[b, 0, y, x]
     order = _top_k_per_image(b, s, max_keypoints)
     return Candidates(b[order], torch.stack([x[order], y[order]], dim=1), s[order])
 
@@ -316,7 +317,7 @@ def extract_multiscale(
     bilinear antialiased ``F.interpolate`` to ``round(H s) x round(W s)``; keypoints are
     selected with :func:`select_keypoints` inside the resized ``valid`` mask eroded by
     ``border`` level pixels (which also drops the image border), refined with
-    :func:`subpixel_refine` on the score map, described from that level's descriptor
+    :func:`subpixel_refine` on the repeatability, described from that level's descriptor
     map, and mapped back with ``x = (x_s + 0.5) / s_x - 0.5`` (exact per-axis factors).
     The top ``max_keypoints`` by score over all levels are kept.
 
@@ -388,7 +389,7 @@ def _extract_level(
     valid_s = F.interpolate(valid.float(), size=size, mode="bilinear") > 0.5
     region = erode_mask(valid_s, border)
     cand = select_keypoints(rep, rel, region, rep_thr, rel_thr, max_keypoints, nms_size)
-    xy_s = subpixel_refine(rep * rel, cand.xy, cand.batch)
+    xy_s = subpixel_refine(rep, cand.xy, cand.batch)
     d = sample_descriptors(desc, xy_s, getattr(net, "descriptor_stride", 1), cand.batch)
     xy = (xy_s + 0.5) / _level_factor(size, h, w, xy_s.device) - 0.5
     scales = torch.full_like(cand.score, scale)

@@ -5,9 +5,11 @@
 neighbours, ordered by ``queryIdx``, distance = Euclidean distance in float32), up to
 the order of candidates whose distances tie within float rounding.
 
-Distances are ranked from ``|a|^2 + |b|^2 - 2 a.b`` computed in chunks on the matcher's
-device (CUDA if available), and the reported distances are recomputed exactly as
-``|a - b|`` for the selected pairs.
+Distances are ranked from ``|a|^2 + |b|^2 - 2 a.b`` computed in chunks of query rows on
+the matcher's device (CUDA if available); with ``crossCheck`` and no ratio test one pass
+over the distance matrix gives both directions (each chunk's row minima, and a running
+minimum per column), and the reported distances are recomputed exactly as ``|a - b|``
+for the selected pairs.
 """
 
 from __future__ import annotations
@@ -110,16 +112,19 @@ class FundusMatcher:
         d1, d2 = _validate_pair(queryDescriptors, trainDescriptors)
         if not len(d1) or not len(d2):
             return []
-        k = 2 if self.ratio is not None else 1
-        idx12, dist12 = self._knn(d1, d2, k)
-        keep = np.ones(len(d1), bool)
-        if self.ratio is not None and idx12.shape[1] > 1:
-            keep &= dist12[:, 0] < self.ratio * dist12[:, 1]
-        if self.crossCheck:
-            idx21, _ = self._knn(d2, d1, 1)
-            keep &= idx21[idx12[:, 0], 0] == np.arange(len(d1))
-        query = np.flatnonzero(keep)
-        train = idx12[query, 0]
+        if self.crossCheck and self.ratio is None:
+            query, train = self._mutual_nearest(d1, d2)
+        else:
+            k = 2 if self.ratio is not None else 1
+            idx12, dist12 = self._knn(d1, d2, k)
+            keep = np.ones(len(d1), bool)
+            if self.ratio is not None and idx12.shape[1] > 1:
+                keep &= dist12[:, 0] < self.ratio * dist12[:, 1]
+            if self.crossCheck:
+                idx21, _ = self._knn(d2, d1, 1)
+                keep &= idx21[idx12[:, 0], 0] == np.arange(len(d1))
+            query = np.flatnonzero(keep)
+            train = idx12[query, 0]
         dist = _exact_distances(d1[query], d2[train])
         return [
             cv2.DMatch(int(q), int(t), float(d)) for q, t, d in zip(query, train, dist, strict=True)
@@ -145,6 +150,33 @@ class FundusMatcher:
             [cv2.DMatch(q, int(t), float(d)) for t, d in zip(row_i, row_d, strict=True)]
             for q, (row_i, row_d) in enumerate(zip(idx, dist, strict=True))
         ]
+
+    def _mutual_nearest(self, d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(query, train)`` indices of the mutual nearest neighbours, one pass.
+
+        Each chunk of query rows gives its rows' nearest train row (and that distance)
+        and lowers a running minimum distance per train row (values only, which is
+        cheap). A query is mutual when its own distance is that train row's minimum: the
+        same float computation, so equality is exact. Exact ties keep the lowest query
+        index, as ``cv2.BFMatcher`` does.
+        """
+        a = torch.from_numpy(d1).to(self.device)
+        b = torch.from_numpy(d2).to(self.device)
+        a_sq, b_sq = (a * a).sum(1), (b * b).sum(1)
+        nn12 = torch.empty(len(a), dtype=torch.long, device=self.device)
+        best12 = torch.empty(len(a), dtype=a.dtype, device=self.device)
+        best21 = torch.full((len(b),), float("inf"), dtype=a.dtype, device=self.device)
+        for start in range(0, len(a), _CHUNK):
+            q = a[start : start + _CHUNK]
+            sq = torch.addmm(b_sq[None], q, b.t(), alpha=-2.0)
+            sq.add_(a_sq[start : start + len(q), None])
+            best12[start : start + len(q)], nn12[start : start + len(q)] = sq.min(dim=1)
+            best21 = torch.minimum(best21, sq.amin(dim=0))
+        query = (best12 <= best21[nn12]).nonzero(as_tuple=True)[0].cpu().numpy()
+        train = nn12.cpu().numpy()[query]
+        _, first = np.unique(train, return_index=True)  # exact ties: the lowest query wins
+        keep = np.sort(first)
+        return query[keep], train[keep]
 
     def _knn(self, d1: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices ``(N1, k')`` and approximate distances of the k nearest rows of d2."""

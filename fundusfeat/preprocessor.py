@@ -40,6 +40,9 @@ class Prepared:
         region: ``(H, W)`` bool keypoint region at the input scale (FOV and mask).
         fov: the estimated field of view (None when ``config.fov`` is off).
         blank: the image has no intensity variation (it gives no keypoints).
+        image: the caller's image in canonical form (``(H, W, 3)`` BGR uint8 or float32,
+            :func:`~fundusfeat.preprocess.validate_image`; the caller's array itself
+            where it already was).
     """
 
     tensor: torch.Tensor
@@ -48,6 +51,7 @@ class Prepared:
     region: np.ndarray
     fov: FieldOfView | None
     blank: bool
+    image: np.ndarray
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -107,4 +111,5 @@ def prepare(
         region=region,
         fov=fov,
         blank=bool(img.min() == img.max()),
+        image=img,
     )

@@ -1,10 +1,17 @@
-"""register(): the whole pipeline from two images to a projective transform.
+"""register(): the whole pipeline from two images to a verified transform.
 
-detect + describe (any Feature2D-like detector, R2D2Fundus by default) -> match
-(FundusMatcher for float descriptors, ``cv2.BFMatcher(NORM_HAMMING, crossCheck=True)``
-for binary ones) -> :func:`~fundusfeat.geometry.estimate_projective` -> plausibility
-check. A pair that cannot be registered gives ``success=False`` with a reason, never an
-exception; invalid arguments raise ``TypeError``/``ValueError``.
+1. detect + describe both images (any Feature2D-like detector, R2D2Fundus by default);
+2. match: mutual nearest neighbours (FundusMatcher for float descriptors,
+   ``cv2.BFMatcher(NORM_HAMMING, crossCheck=True)`` for binary ones) of the
+   :data:`GLOBAL_KEYPOINTS` strongest keypoints of each image;
+3. a robust homography of those matches (MAGSAC++ by default);
+4. guided re-matching of *all* keypoints around it and the choice of the transform
+   model per pair (:func:`fundusfeat.geometry.refine`);
+5. verification: evidence -> calibrated confidence (:mod:`fundusfeat.verification`);
+   ``success = confidence >= threshold``.
+
+A pair that cannot be registered gives ``success=False`` with a reason, never an
+exception; invalid arguments raise ``TypeError``/``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
@@ -17,16 +24,29 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fundusfeat.feature2d import R2D2Fundus, to_keypoints
+from fundusfeat.feature2d import KeypointSequence, R2D2Fundus
+from fundusfeat.fov import estimate_fov_checked
 from fundusfeat.geometry import (
     DEFAULT_RANSAC_THRESHOLD,
     METHODS,
-    estimate_projective,
+    descriptor_distances,
     homography_is_plausible,
+    keypoints_to_array,
+    refine,
+    robust_homography,
 )
 from fundusfeat.imageops import to_uint8
 from fundusfeat.matching import FundusMatcher
 from fundusfeat.preprocess import validate_image, validate_mask
+from fundusfeat.transforms import MODELS, Transform, homography_transform
+from fundusfeat.verification import (
+    DEFAULT_THRESHOLD,
+    Evidence,
+    confidence,
+    gather_evidence,
+    vessel_image,
+    weakest_evidence,
+)
 
 DEFAULT_METHOD = "magsac"
 """Robust estimator of :func:`register`. MAGSAC++ (``cv2.USAC_MAGSAC``) gives much lower
@@ -35,9 +55,39 @@ docs/benchmarks.md, which reports both); :func:`estimate_projective` keeps
 ``cv2.findHomography``'s RANSAC default."""
 
 DEFAULT_MIN_INLIERS = 8
+"""Fewest inliers worth verifying (below, the pair fails without further evidence)."""
+
+GLOBAL_KEYPOINTS = 3000
+"""Strongest keypoints per image that enter the global (all-against-all) matching; all
+keypoints take part in the guided re-matching around its estimate."""
+
+TRANSFORM_MODELS = ("auto", *MODELS)
+
 _HAMMING_NORMS = (cv2.NORM_HAMMING, cv2.NORM_HAMMING2)
 
-Features = tuple[tuple[cv2.KeyPoint, ...], np.ndarray]
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """What registration needs of one image.
+
+    Attributes:
+        keypoints: its keypoints (``cv2.KeyPoint``; built on first access for R2D2Fundus).
+        xy: ``(N, 2)`` float64 keypoint positions.
+        desc: ``(N, D)`` descriptors (float32, or packed uint8 for binary ones).
+        region: ``(H, W)`` bool keypoint region (field of view AND mask).
+        vessels: :func:`fundusfeat.verification.vessel_image` of the image.
+    """
+
+    keypoints: Sequence[cv2.KeyPoint]
+    xy: np.ndarray
+    desc: np.ndarray
+    region: np.ndarray
+    vessels: tuple[np.ndarray, tuple[float, float]]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the image."""
+        return self.region.shape[1], self.region.shape[0]
 
 
 @dataclass(frozen=True)
@@ -45,31 +95,72 @@ class RegistrationResult:
     """Outcome of :func:`register`.
 
     Attributes:
-        H: 3x3 float64 homography mapping image-1 pixels onto image 2, or None.
-        success: True when ``H`` was estimated and passed the plausibility checks.
-        reason: ``"ok"`` or why the registration failed.
-        keypoints1: keypoints of image 1 (tuple of ``cv2.KeyPoint``).
+        H: 3x3 float64 homography mapping image-1 pixels onto image 2 (the transform's
+            best projective approximation, for cv2 code), or None when not registered.
+        success: True when the confidence reached the threshold.
+        reason: ``"ok"`` or why the registration failed (the evidence against it).
+        keypoints1: keypoints of image 1 (a sequence of ``cv2.KeyPoint``).
         keypoints2: keypoints of image 2.
-        matches: list of ``cv2.DMatch`` (queryIdx -> keypoints1, trainIdx -> keypoints2).
-        inliers: uint8 ``(len(matches), 1)``, 1 for RANSAC inliers.
-        timings: seconds spent in ``detect``, ``match``, ``estimate`` and ``total``.
+        matches: list of ``cv2.DMatch`` of the final model (queryIdx -> keypoints1,
+            trainIdx -> keypoints2).
+        inliers: uint8 ``(len(matches), 1)``, 1 for the matches the transform explains.
+        timings: seconds spent in ``detect``, ``match``, ``estimate``, ``refine``,
+            ``verify`` and ``total``.
+        transform: the :class:`~fundusfeat.transforms.Transform` (image-1 px -> image-2
+            px; ``apply``, ``inverse``, ``warp``, ``model``), or None when not registered.
+        confidence: calibrated probability that the registration is right, in [0, 1].
+        evidence: what the confidence rests on (None when it was not reached).
     """
 
     H: np.ndarray | None
     success: bool
     reason: str
-    keypoints1: tuple[cv2.KeyPoint, ...] = ()
-    keypoints2: tuple[cv2.KeyPoint, ...] = ()
+    keypoints1: Sequence[cv2.KeyPoint] = ()
+    keypoints2: Sequence[cv2.KeyPoint] = ()
     matches: list[cv2.DMatch] = field(default_factory=list)
     inliers: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.uint8))
     timings: dict[str, float] = field(default_factory=dict)
+    transform: Transform | None = None
+    confidence: float = 0.0
+    evidence: Evidence | None = None
 
     @property
     def num_inliers(self) -> int:
-        """Number of RANSAC inliers."""
+        """Number of inliers of the final model."""
         return int(np.count_nonzero(self.inliers))
 
 
+@dataclass(frozen=True)
+class Options:
+    """The validated settings of one registration (see :func:`register`)."""
+
+    ransac_threshold: float = DEFAULT_RANSAC_THRESHOLD
+    method: str = DEFAULT_METHOD
+    min_inliers: int = DEFAULT_MIN_INLIERS
+    seed: int = 0
+    model: str = "auto"
+    threshold: float = DEFAULT_THRESHOLD
+    global_keypoints: int | None = GLOBAL_KEYPOINTS
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+        t = self.ransac_threshold
+        if not isinstance(t, (int, float, np.number)) or not (np.isfinite(t) and t > 0):
+            raise ValueError(f"ransac_threshold must be a number > 0, got {t!r}")
+        if not isinstance(self.min_inliers, (int, np.integer)) or self.min_inliers < 4:
+            raise ValueError(f"min_inliers must be an int >= 4, got {self.min_inliers!r}")
+        if self.model not in TRANSFORM_MODELS:
+            raise ValueError(f"model must be one of {TRANSFORM_MODELS}, got {self.model!r}")
+        c = self.threshold
+        if not isinstance(c, (int, float, np.number)) or not 0.0 <= c <= 1.0:
+            raise ValueError(f"threshold must be a confidence in [0, 1], got {c!r}")
+        g = self.global_keypoints
+        if g is not None and (not isinstance(g, (int, np.integer)) or g < 4):
+            raise ValueError(f"global_keypoints must be None or an int >= 4, got {g!r}")
+
+
+# ------------------------------------------------------------------------------ inputs
 def _check_detector(detector: Any) -> Any:
     for method in ("detectAndCompute", "defaultNorm"):
         if not callable(getattr(detector, method, None)):
@@ -89,94 +180,232 @@ def _default_matcher(detector: Any) -> Any:
     return FundusMatcher.create(crossCheck=True)
 
 
-def _features(detector: Any, image: np.ndarray, mask: np.ndarray | None) -> Features:
-    """detectAndCompute with None descriptors normalised to an empty array."""
-    kps, desc = detector.detectAndCompute(image, mask)
-    return _normalise_features(kps, desc)
+def _check_inputs(img: Any, mask: Any, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A validated image as uint8 BGR (what every cv2.Feature2D accepts) and its mask."""
+    checked = validate_image(img, f"img{index}")
+    m = validate_mask(mask, checked.shape, f"mask{index}")
+    return to_uint8(checked), m
 
 
-def _detect_pair(
-    detector: Any, img1: Any, img2: Any, mask1: Any, mask2: Any
-) -> tuple[Features, Features, tuple[int, int]]:
-    """Features of both images and image 1's ``(width, height)``; each image validated once.
+def image_features(
+    detector: Any, images: Sequence[Any], masks: Sequence[Any]
+) -> list[ImageFeatures]:
+    """:class:`ImageFeatures` of images, each validated once.
 
-    An ``R2D2Fundus`` prepares both images itself (the errors name ``img1``/``mask1``...)
-    and extracts them in one call (one batch on CUDA); any other detector gets the
-    validated images as uint8 BGR and masks as uint8.
+    An ``R2D2Fundus`` prepares the images itself (errors name ``img1``, ``mask1``, ...)
+    and extracts them in one call (batched on CUDA); any other detector gets the
+    validated images as uint8 BGR, its keypoint region being the estimated field of view
+    and the mask.
     """
     if isinstance(detector, R2D2Fundus):
         core = detector.core
         prepared = [
             core.prepare(img, mask, f"img{i}", f"mask{i}")
-            for i, (img, mask) in enumerate(((img1, mask1), (img2, mask2)), 1)
+            for i, (img, mask) in enumerate(zip(images, masks, strict=True), 1)
         ]
-        f1, f2 = (_normalise_features(*to_keypoints(f)) for f in core.extract(prepared))
-        return f1, f2, prepared[0].input_size
-    (im1, m1), (im2, m2) = _check_inputs(img1, mask1, 1), _check_inputs(img2, mask2, 2)
-    return _features(detector, im1, m1), _features(detector, im2, m2), im1.shape[1::-1]
+        return [
+            ImageFeatures(
+                keypoints=KeypointSequence(feats),
+                xy=feats.xy,
+                desc=feats.desc,
+                region=prep.region,
+                vessels=vessel_image(prep.image),
+            )
+            for prep, feats in zip(prepared, core.extract(prepared), strict=True)
+        ]
+    out = []
+    for i, (img, mask) in enumerate(zip(images, masks, strict=True), 1):
+        im, m = _check_inputs(img, mask, i)
+        region = estimate_fov_checked(im).mask
+        if m is not None:
+            region = region & m
+        kps, desc = detector.detectAndCompute(im, None if m is None else m.astype(np.uint8) * 255)
+        kps = tuple(kps)
+        if desc is None or not kps:
+            kps, desc = (), np.empty((0, detector.descriptorSize() or 1), np.float32)
+        out.append(
+            ImageFeatures(
+                kps, keypoints_to_array(kps).astype(np.float64), desc, region, vessel_image(im)
+            )
+        )
+    return out
 
 
-def _normalise_features(kps: Any, desc: Any) -> Features:
-    kps = tuple(kps)
-    if desc is None or not kps:
-        return (), np.empty((0, 0), np.float32)
-    return kps, desc
+# ------------------------------------------------------------------------------ stages
+def _global_matches(
+    f1: ImageFeatures, f2: ImageFeatures, matcher: Any, limit: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(query, train)`` of the matcher on the ``limit`` strongest keypoints of each
+    image (all of them for None). R2D2Fundus keypoints come strongest first; others are
+    ranked by ``response``."""
+    chosen = []
+    for f in (f1, f2):
+        idx = np.arange(len(f.xy))
+        if limit is not None and len(idx) > limit:
+            if isinstance(f.keypoints, KeypointSequence):
+                idx = idx[:limit]
+            else:
+                response = np.array([k.response for k in f.keypoints])
+                idx = np.sort(np.argsort(-response, kind="stable")[:limit])
+        chosen.append(idx)
+    matches = matcher.match(f1.desc[chosen[0]], f2.desc[chosen[1]])
+    query = np.array([m.queryIdx for m in matches], dtype=np.int64)
+    train = np.array([m.trainIdx for m in matches], dtype=np.int64)
+    return chosen[0][query], chosen[1][train]
 
 
-def _check_inputs(img: Any, mask: Any, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """A validated image as uint8 BGR (what every cv2.Feature2D accepts) and its mask."""
-    checked = validate_image(img, f"img{index}")
-    m = validate_mask(mask, checked.shape, f"mask{index}")
-    return to_uint8(checked), None if m is None else m.astype(np.uint8) * 255
+def _dmatches(
+    f1: ImageFeatures, f2: ImageFeatures, query: np.ndarray, train: np.ndarray
+) -> list[cv2.DMatch]:
+    binary = f1.desc.dtype == np.uint8
+    dist = descriptor_distances(f1.desc[query], f2.desc[train], binary)
+    if not binary:
+        dist = np.sqrt(dist)
+    return [
+        cv2.DMatch(int(q), int(t), float(d)) for q, t, d in zip(query, train, dist, strict=True)
+    ]
 
 
-def _check_options(ransac_threshold: float, method: str, min_inliers: int) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    if not (np.isfinite(ransac_threshold) and ransac_threshold > 0):
-        raise ValueError(f"ransac_threshold must be > 0, got {ransac_threshold!r}")
-    if not isinstance(min_inliers, (int, np.integer)) or min_inliers < 4:
-        raise ValueError(f"min_inliers must be an int >= 4, got {min_inliers!r}")
-
-
-def _match_and_estimate(
-    f1: Features,
-    f2: Features,
-    matcher: Any,
-    image_size: tuple[int, int],
-    ransac_threshold: float,
-    method: str,
-    min_inliers: int,
-    seed: int,
-    timings: dict[str, float],
+def _fail(
+    reason: str, f1: ImageFeatures, f2: ImageFeatures, timings: dict, **extra: Any
 ) -> RegistrationResult:
-    """Match two feature sets and estimate a checked homography (image 1 -> image 2)."""
-    (kps1, d1), (kps2, d2) = f1, f2
-    fail = {"keypoints1": kps1, "keypoints2": kps2, "timings": timings}
-    if len(kps1) < 4 or len(kps2) < 4:
-        return RegistrationResult(None, False, "too few keypoints", **fail)
+    return RegistrationResult(
+        None, False, reason, f1.keypoints, f2.keypoints, timings=timings, **extra
+    )
+
+
+def register_features(
+    f1: ImageFeatures,
+    f2: ImageFeatures,
+    matcher: Any,
+    options: Options,
+    timings: dict[str, float] | None = None,
+) -> RegistrationResult:
+    """Steps 2-5 of :func:`register` on already extracted features.
+
+    Args:
+        f1, f2: the two images' :class:`ImageFeatures`.
+        matcher: object with ``match(desc1, desc2)``.
+        options: the :class:`Options`.
+        timings: stage times so far (``detect``); the others are added.
+    """
+    timings = dict(timings or {})
+    for stage in ("match", "estimate", "refine", "verify"):
+        timings.setdefault(stage, 0.0)
+    if len(f1.xy) < 4 or len(f2.xy) < 4:
+        return _fail("too few keypoints", f1, f2, timings)
     t0 = time.perf_counter()
-    matches = list(matcher.match(d1, d2))
+    query, train = _global_matches(f1, f2, matcher, options.global_keypoints)
     timings["match"] = time.perf_counter() - t0
-    fail["matches"] = matches
-    fail["inliers"] = np.zeros((len(matches), 1), np.uint8)
-    if len(matches) < max(4, min_inliers):
-        return RegistrationResult(None, False, f"too few matches ({len(matches)})", **fail)
+    if len(query) < max(4, options.min_inliers):
+        matches = _dmatches(f1, f2, query, train)
+        zeros = np.zeros((len(matches), 1), np.uint8)
+        return _fail(
+            f"too few matches ({len(query)})", f1, f2, timings, matches=matches, inliers=zeros
+        )
     t0 = time.perf_counter()
-    H, inliers = estimate_projective(
-        kps1, kps2, matches, ransac_threshold=ransac_threshold, method=method, seed=seed
+    H, mask = robust_homography(
+        f1.xy[query], f2.xy[train], options.ransac_threshold, options.method, seed=options.seed
     )
     timings["estimate"] = time.perf_counter() - t0
-    fail["inliers"] = inliers
-    n_in = int(np.count_nonzero(inliers))
-    if H is None or n_in < min_inliers:
-        return RegistrationResult(None, False, f"too few inliers ({n_in})", **fail)
-    ok, why = homography_is_plausible(H, image_size)
+    initial = mask.ravel().astype(bool)
+    if H is None or initial.sum() < options.min_inliers:
+        matches = _dmatches(f1, f2, query, train)
+        return _fail(
+            f"too few inliers ({int(initial.sum())})",
+            f1,
+            f2,
+            timings,
+            matches=matches,
+            inliers=mask,
+        )
+    t0 = time.perf_counter()
+    q0, r0 = query[initial], train[initial]
+    binary = f1.desc.dtype == np.uint8
+    limit = float(np.percentile(descriptor_distances(f1.desc[q0], f2.desc[r0], binary), 95))
+    try:
+        start = homography_transform(H)
+        refined = refine(
+            f1.xy,
+            f1.desc,
+            f2.xy,
+            f2.desc,
+            start,
+            options.ransac_threshold,
+            options.model,
+            max_distance=limit,
+        )
+    except (ValueError, np.linalg.LinAlgError):
+        refined = None
+    timings["refine"] = time.perf_counter() - t0
+    if refined is None:
+        matches = _dmatches(f1, f2, query, train)
+        return _fail(
+            "no transform fits the guided matches", f1, f2, timings, matches=matches, inliers=mask
+        )
+    matches = _dmatches(f1, f2, refined.query, refined.train)
+    inliers = refined.inliers.astype(np.uint8).reshape(-1, 1)
+    t0 = time.perf_counter()
+    transform = refined.transform
+    approx = transform.homography()
+    ok, why = homography_is_plausible(approx, f1.size)
     if not ok:
-        return RegistrationResult(None, False, f"implausible homography: {why}", **fail)
-    return RegistrationResult(H, True, "ok", **fail)
+        timings["verify"] = time.perf_counter() - t0
+        return _fail(
+            f"implausible transform: {why}", f1, f2, timings, matches=matches, inliers=inliers
+        )
+    evidence = gather_evidence(
+        transform,
+        f1.xy,
+        f2.xy,
+        (q0, r0),
+        len(query),
+        (f1.region, f2.region),
+        (f1.vessels, f2.vessels),
+        options.ransac_threshold,
+        options.seed,
+    )
+    conf = confidence(evidence)
+    timings["verify"] = time.perf_counter() - t0
+    if evidence.inliers < options.min_inliers:
+        return _fail(
+            f"too few inliers ({evidence.inliers})",
+            f1,
+            f2,
+            timings,
+            matches=matches,
+            inliers=inliers,
+            confidence=conf,
+            evidence=evidence,
+        )
+    if conf < options.threshold:
+        reason = f"low confidence {conf:.2f} < {options.threshold:g}: {weakest_evidence(evidence)}"
+        return _fail(
+            reason,
+            f1,
+            f2,
+            timings,
+            matches=matches,
+            inliers=inliers,
+            confidence=conf,
+            evidence=evidence,
+        )
+    return RegistrationResult(
+        approx,
+        True,
+        "ok",
+        f1.keypoints,
+        f2.keypoints,
+        matches,
+        inliers,
+        timings,
+        transform,
+        conf,
+        evidence,
+    )
 
 
+# ------------------------------------------------------------------------------- API
 def register(
     img1: np.ndarray,
     img2: np.ndarray,
@@ -189,8 +418,11 @@ def register(
     method: str = DEFAULT_METHOD,
     min_inliers: int = DEFAULT_MIN_INLIERS,
     seed: int = 0,
+    model: str = "auto",
+    threshold: float = DEFAULT_THRESHOLD,
+    global_keypoints: int | None = GLOBAL_KEYPOINTS,
 ) -> RegistrationResult:
-    """Register two fundus images with a projective transform.
+    """Register two fundus images: find the transform from image 1 to image 2.
 
     Args:
         img1: image 1 (``(H, W[, 3])`` uint8 BGR, gray, or float in [0, 1]).
@@ -203,77 +435,66 @@ def register(
         mask1: None or ``(H1, W1)`` uint8/bool keypoint mask of image 1.
         mask2: likewise for image 2.
         ransac_threshold: inlier threshold in pixels of image 2.
-        method: ``"magsac"`` (default, cv2.USAC_MAGSAC), ``"ransac"`` or ``"lmeds"``.
-        min_inliers: fewest inliers accepted as a registration (>= 4).
-        seed: RANSAC seed (deterministic results).
+        method: estimator of the first homography: ``"magsac"`` (default,
+            cv2.USAC_MAGSAC), ``"ransac"`` or ``"lmeds"``.
+        min_inliers: fewest inliers worth verifying (>= 4).
+        seed: seed of the robust estimators (deterministic results).
+        model: ``"auto"`` (per pair, the homography or the quadratic model, whichever
+            predicts held-out matches better), or ``"homography"``, ``"quadratic"``,
+            ``"affine"``, ``"similarity"``.
+        threshold: confidence at or above which the registration succeeds
+            (:data:`fundusfeat.verification.DEFAULT_THRESHOLD`).
+        global_keypoints: strongest keypoints per image in the global matching (None =
+            all); every keypoint takes part in the guided re-matching.
 
     Returns:
-        :class:`RegistrationResult`; ``H`` maps image-1 pixels to image 2.
+        :class:`RegistrationResult`; ``transform`` maps image-1 pixels to image 2 and
+        ``H`` is its best homography.
     """
     t_start = time.perf_counter()
-    _check_options(ransac_threshold, method, min_inliers)
+    options = Options(
+        ransac_threshold, method, min_inliers, seed, model, threshold, global_keypoints
+    )
     detector = _check_detector(detector if detector is not None else R2D2Fundus.create())
     matcher = _check_matcher(matcher) or _default_matcher(detector)
     t0 = time.perf_counter()
-    f1, f2, size1 = _detect_pair(detector, img1, img2, mask1, mask2)
-    timings = {"detect": time.perf_counter() - t0, "match": 0.0, "estimate": 0.0}
-    res = _match_and_estimate(
-        f1, f2, matcher, size1, ransac_threshold, method, min_inliers, seed, timings
-    )
-    timings["total"] = time.perf_counter() - t_start
-    return res
+    f1, f2 = image_features(detector, (img1, img2), (mask1, mask2))
+    result = register_features(f1, f2, matcher, options, {"detect": time.perf_counter() - t0})
+    result.timings["total"] = time.perf_counter() - t_start
+    return result
 
 
 def register_many(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     detector: Any = None,
     matcher: Any = None,
-    *,
-    ransac_threshold: float = DEFAULT_RANSAC_THRESHOLD,
-    method: str = DEFAULT_METHOD,
-    min_inliers: int = DEFAULT_MIN_INLIERS,
-    seed: int = 0,
+    **options: Any,
 ) -> list[RegistrationResult]:
-    """Register many pairs; features of all images are extracted in one batched call.
+    """Register many in-memory pairs, each image's features extracted once per pair.
 
-    With an ``R2D2Fundus`` detector all images go through one ``detectAndCompute`` on
-    a list (batched on CUDA); other detectors are called image by image. The
-    ``detect`` timing of each result is the per-pair share of the extraction time.
+    For datasets on disk (an image in several pairs detected once, bounded memory,
+    resumable), use :func:`fundusfeat.batch.register_dataset`.
 
     Args:
         pairs: sequence of ``(img1, img2)``.
-        detector, matcher, ransac_threshold, method, min_inliers, seed: as in
-            :func:`register`.
+        detector, matcher: as in :func:`register`.
+        options: keyword options of :func:`register`.
 
     Returns:
-        One :class:`RegistrationResult` per pair, in order.
+        One :class:`RegistrationResult` per pair, in order (equal to :func:`register`'s).
     """
     if not isinstance(pairs, Sequence) or not all(
         isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs
     ):
         raise TypeError("pairs must be a sequence of (img1, img2) tuples")
-    _check_options(ransac_threshold, method, min_inliers)
-    images = [_check_inputs(img, None, k + 1)[0] for pair in pairs for k, img in enumerate(pair)]
+    opts = Options(**options)
     detector = _check_detector(detector if detector is not None else R2D2Fundus.create())
     matcher = _check_matcher(matcher) or _default_matcher(detector)
-    t0 = time.perf_counter()
-    feats = _extract_all(detector, images)
-    share = (time.perf_counter() - t0) / max(1, len(pairs))
     results = []
-    for i in range(len(pairs)):
+    for img1, img2 in pairs:
         t_start = time.perf_counter()
-        timings = {"detect": share, "match": 0.0, "estimate": 0.0}
-        img1 = images[2 * i]
-        res = _match_and_estimate(
-            feats[2 * i], feats[2 * i + 1], matcher, img1.shape[1::-1],
-            ransac_threshold, method, min_inliers, seed, timings,
-        )  # fmt: skip
-        timings["total"] = share + time.perf_counter() - t_start
+        f1, f2 = image_features(detector, (img1, img2), (None, None))
+        res = register_features(f1, f2, matcher, opts, {"detect": time.perf_counter() - t_start})
+        res.timings["total"] = time.perf_counter() - t_start
         results.append(res)
     return results
-
-
-def _extract_all(detector: Any, images: list[np.ndarray]) -> list[Features]:
-    if isinstance(detector, R2D2Fundus):
-        return [_normalise_features(k, d) for k, d in detector.detectAndCompute(images, None)]
-    return [_features(detector, img, None) for img in images]

@@ -4,11 +4,12 @@ Conventions:
 
 - Images are ``(H, W)`` grey or ``(H, W, 3)`` BGR (as ``cv2.imread`` gives), uint8 or
   float in [0, 1]; every function returns a uint8 BGR image.
-- ``H`` maps image-1 pixels onto image 2 (``p2 ~ H @ [x1, y1, 1]``, pixel centres at
-  integer coordinates, x before y), as returned by :func:`fundusfeat.estimate_projective`
-  and ``cv2.findHomography(src=kps1, dst=kps2)``. :func:`warp_to` uses it to bring
-  image 2 into image 1's frame, which is what :func:`checkerboard` and
-  :func:`overlay` compare.
+- A registration maps image-1 pixels onto image 2: a
+  :class:`~fundusfeat.transforms.Transform` (``RegistrationResult.transform``) or a
+  homography ``H`` (``p2 ~ H @ [x1, y1, 1]``, pixel centres at integer coordinates, x
+  before y) as returned by :func:`fundusfeat.estimate_projective` and
+  ``cv2.findHomography(src=kps1, dst=kps2)``. :func:`warp_to` uses it to bring image 2
+  into image 1's frame, which is what :func:`checkerboard` and :func:`overlay` compare.
 
 These helpers need only OpenCV and numpy (no matplotlib).
 """
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 
 from fundusfeat.imageops import to_uint8
+from fundusfeat.transforms import Transform, homography_transform
 
 INLIER_COLOR = (0, 200, 0)
 """BGR colour of inlier matches (green)."""
@@ -60,31 +62,36 @@ def _check_same_size(img1: np.ndarray, img2: np.ndarray) -> None:
         )
 
 
-def warp_to(img2: np.ndarray, H: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+def warp_to(img2: np.ndarray, H: Transform | np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Resample image 2 into image 1's frame.
 
     Args:
-        img2: image 2, any layout ``cv2.warpPerspective`` accepts.
-        H: (3, 3) homography mapping image-1 pixels onto image 2.
+        img2: image 2, any layout ``cv2.remap`` accepts.
+        H: the :class:`~fundusfeat.transforms.Transform` or (3, 3) homography mapping
+            image-1 pixels onto image 2.
         shape: image 1's shape; only ``shape[:2] == (height, width)`` is used.
 
     Returns:
         Image 2 warped to (height, width) (same dtype and channels as ``img2``):
-        output pixel ``p`` is ``img2`` sampled at ``H @ p``; pixels that fall outside
+        output pixel ``p`` is ``img2`` sampled at ``H(p)``; pixels that fall outside
         image 2 are 0.
     """
-    H = np.asarray(H, dtype=np.float64)
-    if H.shape != (3, 3) or not np.all(np.isfinite(H)):
-        raise ValueError(f"H: expected a finite (3, 3) homography, got shape {H.shape}")
-    height, width = int(shape[0]), int(shape[1])
-    return cv2.warpPerspective(
-        img2,
-        H,
-        (width, height),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
+    if not isinstance(H, Transform):
+        H = np.asarray(H, dtype=np.float64)
+        if H.shape != (3, 3) or not np.all(np.isfinite(H)):
+            raise ValueError(f"H: expected a finite (3, 3) homography, got shape {H.shape}")
+        H = homography_transform(H)
+    return H.warp(img2, (int(shape[1]), int(shape[0])))
+
+
+def detail_crop(image: np.ndarray, centre: tuple[float, float], size: int = 512) -> np.ndarray:
+    """A ``size`` x ``size`` crop of ``image`` at full resolution around ``centre``
+    (shifted to stay inside; smaller images are returned whole). A thumbnail hides
+    misalignments of a few pixels that such a crop shows."""
+    h, w = image.shape[:2]
+    x0 = int(np.clip(round(centre[0] - size / 2), 0, max(w - size, 0)))
+    y0 = int(np.clip(round(centre[1] - size / 2), 0, max(h - size, 0)))
+    return image[y0 : y0 + size, x0 : x0 + size].copy()
 
 
 def _inlier_split(matches: Sequence[cv2.DMatch], inliers: np.ndarray | None):

@@ -19,11 +19,11 @@ from typing import Any
 
 from fundusfeat import imageio as images
 from fundusfeat.argtypes import positive_int, positive_int_list
-from fundusfeat.evaluation import bench, peers, plot, report, synthetic
+from fundusfeat.evaluation import bench, eye, impostors, peers, plot, report, synthetic
 from fundusfeat.evaluation.fire import load_fire
-from fundusfeat.evaluation.runner import run_evaluation
+from fundusfeat.evaluation.runner import oracle_results, run_evaluation
 from fundusfeat.hardware import cpu_model
-from fundusfeat.registration import DEFAULT_METHOD
+from fundusfeat.registration import DEFAULT_METHOD, TRANSFORM_MODELS
 
 DEFAULT_METHODS = "sift-clahe,r2d2fundus"
 DEFAULT_BENCH_METHODS = "sift,sift-clahe,r2d2fundus"
@@ -96,11 +96,19 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="IMAGES",
         help="image files, directories or .txt lists (never training images)",
     )
+    source.add_argument(
+        "--impostors",
+        nargs="+",
+        metavar="IMAGES",
+        help="pairs that cannot be registered, made from these images (never training "
+        "images): report false successes and confidences",
+    )
     p.add_argument(
         "--preset",
-        choices=sorted(synthetic.PRESETS),
+        choices=sorted({*synthetic.PRESETS, *eye.EYE_PRESETS}),
         default="hard",
-        help="difficulty of the synthetic pairs (default hard)",
+        help="synthetic pairs: homography presets easy/hard, eye-model presets eye/eye-hard "
+        "(default hard)",
     )
     p.add_argument("--pairs", type=positive_int, default=36, help="synthetic pairs")
     p.add_argument("--seed", type=int, default=0, help="synthetic benchmark seed")
@@ -123,6 +131,11 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=("magsac", "ransac", "lmeds"),
         help="robust homography estimator for every method (default: fundusfeat.register's)",
     )
+    p.add_argument(
+        "--transform",
+        choices=TRANSFORM_MODELS,
+        help="transform model of every method (default: fundusfeat.register's, auto)",
+    )
     p.add_argument("--out", type=Path, help="write results.md, results.json, success.png here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -134,7 +147,8 @@ def _evaluation_pairs(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     if args.fire is not None:
         return load_fire(args.fire), {"dataset": "FIRE", "root": str(args.fire)}
     paths = images.expand_image_args(args.synthetic)
-    pairs = synthetic.synthetic_pairs(paths, args.preset, args.pairs, args.seed)
+    make = eye.eye_pairs if args.preset in eye.EYE_PRESETS else synthetic.synthetic_pairs
+    pairs = make(paths, args.preset, args.pairs, args.seed)
     meta = {
         "dataset": "synthetic",
         "preset": args.preset,
@@ -150,18 +164,24 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     try:
         names = peers.parse_methods(args.methods)
         methods = {
-            n: peers.make_registrar(n, args.device, args.ransac_threshold, args.estimator)
+            n: peers.make_registrar(
+                n, args.device, args.ransac_threshold, args.estimator, args.transform
+            )
             for n in names
         }
+        if args.impostors is not None:
+            return _run_impostors(args, names, methods)
         pairs, meta = _evaluation_pairs(args)
     except (FileNotFoundError, ValueError) as exc:
         return _error("evaluate", exc)
     results = run_evaluation(pairs, methods, args.size, ProgressLine(not args.quiet))
+    results += oracle_results(pairs)
     reports = report.summarize(results)
     meta.update(
         size=args.size,
         methods=names,
         estimator=args.estimator or DEFAULT_METHOD,
+        transform=args.transform or "auto",
         command=" ".join(sys.argv),
         **machine_info(),
     )
@@ -172,6 +192,30 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         title = f"{meta['dataset']} {meta.get('preset', '')}".strip()
         plot.plot_success(reports, args.out / "success.png", title)
     print(json.dumps(data, indent=2) if args.json else table)
+    return 0
+
+
+def _run_impostors(args: argparse.Namespace, names: list[str], methods: dict) -> int:
+    """``fundusfeat evaluate --impostors IMAGES``: false successes and confidences."""
+    paths = images.expand_image_args(args.impostors)
+    pairs = impostors.impostor_pairs(paths)
+    results = impostors.run_impostors(pairs, methods, ProgressLine(not args.quiet))
+    header, rows = impostors.impostor_table(results)
+    text = report.markdown(header, rows)
+    text += "\n\nConfidence of the impostor pairs (rotations rightly registered left out):\n\n"
+    text += report.markdown(*impostors.confidence_histogram(results))
+    meta = {
+        "dataset": "impostors",
+        "pairs": len(pairs),
+        "methods": names,
+        "images": [str(p) for p in paths],
+        "command": " ".join(sys.argv),
+        **machine_info(),
+    }
+    data = {"meta": meta, "results": [report.json_record(asdict(r)) for r in results]}
+    if args.out is not None:
+        _write_outputs(args.out, "impostors", data, text)
+    print(json.dumps(data, indent=2) if args.json else text)
     return 0
 
 

@@ -2,11 +2,12 @@
 
 Direction of the error (FIRE, Hernandez-Matas et al. 2017, and the paper): a pair has a
 *fixed* image (FIRE's ``_1``, our ``img1``) and a *moving* image (``_2``, ``img2``); the
-registration brings the moving image onto the fixed one. Our homography ``H`` maps
-image-1 pixels onto image 2 (``p2 ~ H p1``), so the moving control points are mapped into
-the fixed image with ``inv(H)`` and compared there::
+registration brings the moving image onto the fixed one. Our transform ``T`` maps
+image-1 pixels onto image 2 (for a homography, ``p2 ~ H p1``), so the moving control
+points are mapped into the fixed image with ``T.inverse`` (``inv(H)``) and compared
+there::
 
-    error = mean_i || fixed_i - inv(H) moving_i ||_2        (fixed-image pixels)
+    error = mean_i || fixed_i - T^-1(moving_i) ||_2        (fixed-image pixels)
 
 Success curve: ``F(t) = #{pairs with error <= t} / #pairs`` for thresholds ``t`` in
 ``[0, 25]`` px. A failed pair (no transform, or points sent to infinity) has an infinite
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fundusfeat.warps import transform_points
+from fundusfeat.transforms import Transform, homography_transform
 
 MAX_THRESHOLD = 25.0
 """Upper end (pixels) of the success curve and of the Registration Score's integral."""
@@ -45,18 +46,21 @@ SUPERRETINA_EXCLUDED = ("P37",)
 """Pairs left out by the SuperRetina convention (Liu et al. 2022)."""
 
 
-def pair_error(H: np.ndarray | None, points_fixed: np.ndarray, points_moving: np.ndarray) -> float:
+def pair_error(
+    transform: Transform | np.ndarray | None, points_fixed: np.ndarray, points_moving: np.ndarray
+) -> float:
     """Mean control-point error of one registered pair (FIRE's definition).
 
     Args:
-        H: (3, 3) homography mapping fixed-image (image 1) pixels onto the moving image
-            (image 2), or None for a failed registration.
+        transform: the :class:`~fundusfeat.transforms.Transform` (or a (3, 3) homography)
+            mapping fixed-image (image 1) pixels onto the moving image (image 2), or None
+            for a failed registration.
         points_fixed: (N, 2) float (x, y) control points in the fixed image (pixels).
         points_moving: (N, 2) float the corresponding points in the moving image.
 
     Returns:
-        ``mean_i ||fixed_i - inv(H) moving_i||`` in fixed-image pixels; ``inf`` if ``H``
-        is None, singular, non-finite or maps a point to infinity.
+        ``mean_i ||fixed_i - T^-1(moving_i)||`` in fixed-image pixels; ``inf`` if there
+        is no transform, it is singular or non-finite, or a point has no preimage.
 
     Raises:
         ValueError: if the point arrays are not (N, 2) with the same N >= 1.
@@ -68,16 +72,17 @@ def pair_error(H: np.ndarray | None, points_fixed: np.ndarray, points_moving: np
             "points_fixed, points_moving: expected two (N, 2) arrays with the same N >= 1, "
             f"got {fixed.shape} and {moving.shape}"
         )
-    if H is None:
+    if transform is None:
         return math.inf
-    H = np.asarray(H, dtype=np.float64)
-    if H.shape != (3, 3) or not np.all(np.isfinite(H)):
-        return math.inf
+    if not isinstance(transform, Transform):
+        H = np.asarray(transform, dtype=np.float64)
+        if H.shape != (3, 3) or not np.all(np.isfinite(H)) or abs(H[2, 2]) < 1e-12:
+            return math.inf
+        transform = homography_transform(H)
     try:
-        H_inv = np.linalg.inv(H)
+        mapped = transform.inverse(moving)
     except np.linalg.LinAlgError:
         return math.inf
-    mapped = transform_points(H_inv, moving)
     err = float(np.mean(np.linalg.norm(fixed - mapped, axis=1)))
     return err if math.isfinite(err) else math.inf
 

@@ -21,8 +21,11 @@ class EvalPair:
         points_fixed: (N, 2) float64 control points in image 1.
         points_moving: (N, 2) float64 corresponding points in image 2.
         load: callable returning ``(img1, img2)``, two (H, W, 3) uint8 BGR arrays.
-        H_true: (3, 3) float64 true homography image 1 -> image 2 when known
-            (synthetic pairs), else None.
+        H_true: (3, 3) float64 true homography image 1 -> image 2 when there is one
+            (the homography presets), else None.
+        H_oracle: (3, 3) float64 best homography of pairs that no homography relates
+            exactly (the eye-model presets: least squares on dense true
+            correspondences), else None: the ceiling of every projective method.
     """
 
     name: str
@@ -31,3 +34,4 @@ class EvalPair:
     points_moving: np.ndarray
     load: Callable[[], tuple[np.ndarray, np.ndarray]] = field(repr=False, compare=False)
     H_true: np.ndarray | None = field(default=None, repr=False, compare=False)
+    H_oracle: np.ndarray | None = field(default=None, repr=False, compare=False)

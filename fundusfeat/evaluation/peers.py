@@ -188,6 +188,7 @@ def make_registrar(
     device: str | None = None,
     ransac_threshold: float | None = None,
     estimator: str | None = None,
+    transform: str | None = None,
 ) -> Registrar:
     """A registration method: the named detector through ``fundusfeat.register``.
 
@@ -201,6 +202,8 @@ def make_registrar(
             default of ``fundusfeat.register``).
         estimator: ``"ransac"``, ``"magsac"`` or ``"lmeds"`` (None = the default of
             ``fundusfeat.register``).
+        transform: the transform model (``"auto"``, ``"homography"``, ...; None = the
+            default of ``fundusfeat.register``).
     """
     from fundusfeat.registration import register
 
@@ -209,4 +212,6 @@ def make_registrar(
         kwargs["ransac_threshold"] = ransac_threshold
     if estimator is not None:
         kwargs["method"] = estimator
+    if transform is not None:
+        kwargs["model"] = transform
     return partial(register, **kwargs)

@@ -102,6 +102,38 @@ def markdown_table(reports: Sequence[MethodReport]) -> str:
     return markdown(head, rows)
 
 
+CONFIDENCE_BINS = (0.0, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
+"""Bin edges of :func:`confidence_histogram` (the last bin includes 1)."""
+
+
+def confidence_histogram(
+    values: dict[str, Sequence[float]],
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a histogram table: one row per label, one column per bin of
+    :data:`CONFIDENCE_BINS` (counts; non-finite values left out), plus min and max."""
+    edges = CONFIDENCE_BINS
+    header = [
+        "pairs",
+        *(
+            f"[{a:g}, {b:g}{']' if b == 1 else ')'}"
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ),
+    ]
+    header += ["min", "max"]
+    rows = []
+    for label, vals in values.items():
+        v = np.asarray([x for x in vals if math.isfinite(x)], dtype=np.float64)
+        counts, _ = np.histogram(v, bins=edges)
+        extremes = [f"{v.min():.3f}", f"{v.max():.3f}"] if len(v) else ["-", "-"]
+        rows.append([f"{label} (n={len(v)})", *map(str, counts), *extremes])
+    return header, rows
+
+
+def json_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with infinite and NaN floats as JSON can hold them (see _json_float)."""
+    return {k: _json_float(v) if isinstance(v, float) else v for k, v in record.items()}
+
+
 def _json_float(value: float) -> float | str | None:
     """JSON has no inf/nan: inf -> "inf", nan -> None."""
     if math.isnan(value):
@@ -153,6 +185,8 @@ def to_json(reports: Sequence[MethodReport], meta: dict[str, Any] | None = None)
                         "num_matches": r.num_matches,
                         "num_inliers": r.num_inliers,
                         "seconds": r.seconds,
+                        "model": r.model,
+                        "confidence": _json_float(r.confidence),
                     }
                     for r in rep.results
                 ],

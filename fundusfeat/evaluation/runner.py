@@ -2,10 +2,14 @@
 
 Every method sees the same images: each pair is loaded once and registered by all
 methods in turn. With a working size, both images are resized (``cv2.INTER_AREA``) so
-their long side is ``size`` and the estimated homography is mapped back to the original
-pixels exactly: with ``S_k`` the resize of image ``k`` in cv2.resize's pixel-centre
-convention (``x_work = (x + 0.5) * s - 0.5``, :func:`fundusfeat.warps.scaling`),
-``H = inv(S_2) @ H_work @ S_1``. Errors are therefore always in original pixels.
+their long side is ``size`` and the estimated transform is mapped back to the original
+pixels exactly (:meth:`fundusfeat.transforms.Transform.in_original_pixels`, cv2.resize's
+pixel-centre convention ``x_work = (x + 0.5) * s - 0.5``). Errors are therefore always in
+original pixels, through the transform's inverse (FIRE's convention).
+
+A method's result needs ``success``, ``reason``, ``matches`` and ``num_inliers``, and
+either ``transform`` (a :class:`~fundusfeat.transforms.Transform`, as
+``fundusfeat.register`` returns) or ``H`` (a homography).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from fundusfeat.evaluation.metrics import pair_error
 from fundusfeat.evaluation.pairs import EvalPair
 from fundusfeat.imageops import resize_long_side
-from fundusfeat.warps import scaling
+from fundusfeat.transforms import Transform, homography_transform
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,9 @@ class PairResult:
         success: whether the method returned a transform.
         reason: the method's reason (``"ok"`` on success for ``fundusfeat.register``).
         num_matches: number of tentative matches.
-        num_inliers: number of RANSAC inliers.
+        num_inliers: number of inliers.
+        model: the transform model (``"homography"``, ``"quadratic"``, ...; "" failed).
+        confidence: the method's confidence (``nan`` when it reports none).
         seconds: wall-clock seconds of the registration (detection of both images,
             matching, estimation), excluding image loading and resizing.
     """
@@ -70,14 +76,27 @@ class PairResult:
     num_matches: int
     num_inliers: int
     seconds: float
+    model: str = ""
+    confidence: float = math.nan
 
 
-def _resize_long_side(image: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to long side ``size``; returns the image and the (3, 3) original->working map."""
+def _resize_long_side(
+    image: np.ndarray, size: int | None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resize to long side ``size``; returns the image and its resize factors."""
     if size is None:
-        return image, np.eye(3)
-    resized, (sx, sy) = resize_long_side(image, size)
-    return resized, scaling(sx, sy)
+        return image, (1.0, 1.0)
+    return resize_long_side(image, size)
+
+
+def result_transform(result: Any) -> Transform | None:
+    """The transform of a successful result (its ``transform``, else its ``H``)."""
+    if not result.success:
+        return None
+    transform = getattr(result, "transform", None)
+    if transform is not None:
+        return transform
+    return None if result.H is None else homography_transform(result.H)
 
 
 def register_pair(
@@ -99,15 +118,15 @@ def register_pair(
     Returns:
         The :class:`PairResult`.
     """
-    work1, S1 = _resize_long_side(images[0], size)
-    work2, S2 = _resize_long_side(images[1], size)
+    work1, f1 = _resize_long_side(images[0], size)
+    work2, f2 = _resize_long_side(images[1], size)
     start = time.perf_counter()
     result = registrar(work1, work2)
     seconds = time.perf_counter() - start
-    H = None
-    if result.success and result.H is not None:
-        H = np.linalg.inv(S2) @ np.asarray(result.H, dtype=np.float64) @ S1
-    error = pair_error(H, pair.points_fixed, pair.points_moving)
+    transform = result_transform(result)
+    if transform is not None:
+        transform = transform.in_original_pixels(f1, f2)
+    error = pair_error(transform, pair.points_fixed, pair.points_moving)
     if not result.success:
         logger.debug("%s failed on %s: %s", method, pair.name, result.reason)
     return PairResult(
@@ -120,7 +139,34 @@ def register_pair(
         num_matches=len(result.matches),
         num_inliers=int(result.num_inliers),
         seconds=seconds,
+        model="" if transform is None else transform.model,
+        confidence=float(getattr(result, "confidence", math.nan)),
     )
+
+
+ORACLE = "oracle-homography"
+"""Method name of the oracle homography's rows (pairs whose ``H_oracle`` is known)."""
+
+
+def oracle_results(pairs: Sequence[EvalPair]) -> list[PairResult]:
+    """The oracle homography of every pair that has one, scored like a method: the
+    ceiling of every projective model on pairs no homography relates exactly."""
+    return [
+        PairResult(
+            method=ORACLE,
+            pair=p.name,
+            category=p.category,
+            error=pair_error(p.H_oracle, p.points_fixed, p.points_moving),
+            success=True,
+            reason="oracle",
+            num_matches=0,
+            num_inliers=0,
+            seconds=0.0,
+            model="homography",
+        )
+        for p in pairs
+        if p.H_oracle is not None
+    ]
 
 
 def run_evaluation(

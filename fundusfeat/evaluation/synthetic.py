@@ -181,11 +181,11 @@ def _sample_geometry(
         )
     inside1 = warp_image(fov_u8, np.linalg.inv(H), (w, h), cv2.INTER_NEAREST).astype(bool) & fov
     diameter = 2.0 * np.sqrt(area / np.pi)
-    points = _spread_points(inside1, rng, preset.num_points, preset.point_margin * diameter)
+    points = spread_points(inside1, rng, preset.num_points, preset.point_margin * diameter)
     return _Geometry(H=H, overlap=overlap, points_fixed=points)
 
 
-def _spread_points(
+def spread_points(
     region: np.ndarray, rng: np.random.Generator, count: int, margin: float
 ) -> np.ndarray:
     """Up to ``count`` random (x, y) points in ``region`` eroded by ``margin``, spaced."""
@@ -207,8 +207,11 @@ def _spread_points(
 def _smooth_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Replace ``image`` where ``known`` is False by a smooth extension of the rest.
 
-    Normalised convolution at 1/8 resolution with growing Gaussians (each fills what
-    the previous left), upsampled and used only where ``known`` is False.
+    Push-pull at 1/8 resolution: the known values and their weights are averaged down a
+    pyramid to a single pixel; on the way back up each level keeps its own average where
+    its weight is full and blends in the upsampled coarser level where it is not. The
+    fill is smooth (no rings), follows the known values near them and tends to their
+    global mean far away. It is used only where ``known`` is False.
 
     Args:
         image: (H, W, 3) float32.
@@ -221,36 +224,63 @@ def _smooth_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     small_size = (max(1, w // 8), max(1, h // 8))
     weight = cv2.resize(known.astype(np.float32), small_size, interpolation=cv2.INTER_AREA)
     values = cv2.resize(image * known[..., None], small_size, interpolation=cv2.INTER_AREA)
-    fill = np.zeros_like(values)
-    done = np.zeros(weight.shape, bool)
-    for sigma in (1.0, 4.0, 16.0, 64.0):
-        num = cv2.GaussianBlur(values, (0, 0), sigma)
-        den = cv2.GaussianBlur(weight, (0, 0), sigma)
-        ok = (den > 1e-3) & ~done
-        fill[ok] = num[ok] / den[ok, None]
-        done |= ok
-    fill[~done] = values[weight > 0.5].mean(axis=0) if np.any(weight > 0.5) else 0.0
-    fill = cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)
+    levels = [(values, weight)]
+    while max(levels[-1][1].shape) > 1:
+        v, wt = levels[-1]
+        size = (max(1, (wt.shape[1] + 1) // 2), max(1, (wt.shape[0] + 1) // 2))
+        levels.append(
+            (
+                cv2.resize(v, size, interpolation=cv2.INTER_AREA),
+                cv2.resize(wt, size, interpolation=cv2.INTER_AREA),
+            )
+        )
+    v, wt = levels[-1]
+    fill = (v / max(float(wt.max()), 1e-6)).reshape(1, 1, 3)
+    for v, wt in reversed(levels[:-1]):
+        coarse = cv2.resize(fill, wt.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        coarse = coarse.reshape(*wt.shape, 3)
+        alpha = np.clip(wt, 0.0, 1.0)[..., None]
+        mean = v / np.maximum(wt, 1e-6)[..., None]
+        fill = alpha * mean + (1.0 - alpha) * coarse
+    fill = cv2.resize(fill.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.where(known[..., None], image, fill)
 
 
-def _warp_extended(image: np.ndarray, fov: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """Warp ``image`` by ``H`` as if the retina went on smoothly beyond the FOV and image.
+def smooth_extension(
+    image: np.ndarray, fov: np.ndarray, pad_fraction: float = 0.5
+) -> tuple[np.ndarray, int]:
+    """``image`` as if the retina went on smoothly beyond its FOV and frame.
 
-    The image is padded by half its long side, everything outside its (slightly eroded)
-    FOV is replaced by a smooth fill, and the warp replicates the canvas border, so the
-    warped image has no edge where image 1's FOV or frame ends.
+    The image is padded by ``pad_fraction`` of its long side and everything outside its
+    (slightly eroded) FOV is replaced by a smooth fill, so a warp of the canvas shows no
+    edge where the FOV or the frame ends.
+
+    Args:
+        image: (H, W, 3) uint8 BGR.
+        fov: (H, W) bool field of view.
+        pad_fraction: padding on each side, as a fraction of the long side.
+
+    Returns:
+        ``(canvas, pad)``: (H + 2 pad, W + 2 pad, 3) float32 in [0, 1]; image pixel
+        ``(x, y)`` is canvas pixel ``(x + pad, y + pad)``.
+    """
+    h, w = fov.shape
+    pad = int(max(h, w) * pad_fraction)
+    k = max(1, round(0.005 * max(h, w)))
+    known = cv2.erode(fov.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8))
+    known = np.pad(known.astype(bool), pad)
+    canvas = np.pad(image.astype(np.float32) / 255.0, ((pad, pad), (pad, pad), (0, 0)))
+    return _smooth_fill(canvas, known), pad
+
+
+def _warp_extended(image: np.ndarray, fov: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Warp ``image`` by ``H`` over its :func:`smooth_extension` (border replicated).
 
     Returns:
         (H, W, 3) float32 in [0, 1], the size of ``image``.
     """
     h, w = fov.shape
-    pad = max(h, w) // 2
-    k = max(1, round(0.005 * max(h, w)))
-    known = cv2.erode(fov.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8))
-    known = np.pad(known.astype(bool), pad)
-    canvas = np.pad(image.astype(np.float32) / 255.0, ((pad, pad), (pad, pad), (0, 0)))
-    canvas = _smooth_fill(canvas, known)
+    canvas, pad = smooth_extension(image, fov)
     return cv2.warpPerspective(
         canvas,
         H @ translation(-pad, -pad),
