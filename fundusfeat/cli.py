@@ -1,4 +1,5 @@
-"""The ``fundusfeat`` command line: ``demo | register | evaluate | bench | train | export-onnx``.
+"""The ``fundusfeat`` command line: ``demo | register | register-batch | evaluate | bench |
+train | export-onnx``.
 
 ``demo`` and ``register`` live here. The other commands belong to their own modules,
 each exposing ``add_<name>_parser(subparsers)`` that creates its subparser and sets
@@ -70,6 +71,12 @@ EXTERNAL_COMMANDS = (
     ExternalCommand(
         "export-onnx", "fundusfeat.export", "add_export_parser", "export the network to ONNX"
     ),
+    ExternalCommand(
+        "register-batch",
+        "fundusfeat.batch_command",
+        "add_register_batch_parser",
+        "register a table of pairs (each image detected once; resumable; parallel)",
+    ),
 )
 
 
@@ -80,6 +87,12 @@ def _add_registration_options(parser: argparse.ArgumentParser, prefix: str) -> N
     """Options shared by ``demo`` and ``register``: detector, estimator and outputs."""
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for the figures")
     parser.add_argument("--prefix", default=prefix, help="file-name prefix of the figures")
+    add_detector_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_detector_options(parser: argparse.ArgumentParser) -> None:
+    """The detector and registration options (``demo``, ``register``, ``register-batch``)."""
     parser.add_argument(
         "--model", choices=models.names(), help="network (default: the library's default model)"
     )
@@ -94,7 +107,6 @@ def _add_registration_options(parser: argparse.ArgumentParser, prefix: str) -> N
         choices=TRANSFORM_MODELS,
         help="transform model (default auto: per pair, the homography or the quadratic)",
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _add_unavailable(subparsers: Any, command: ExternalCommand, reason: str) -> None:
@@ -184,7 +196,7 @@ def _read_image(path: Path) -> np.ndarray:
         raise UsageError(f"cannot read image {str(path)!r}: {err}") from err
 
 
-def _make_detector(args: argparse.Namespace) -> Any:
+def make_detector(args: argparse.Namespace) -> Any:
     """The detector the options ask for; unset options keep the library's defaults."""
     from fundusfeat import R2D2Fundus
 
@@ -205,14 +217,14 @@ def _register(img1: np.ndarray, img2: np.ndarray, args: argparse.Namespace) -> A
 
     options = {"method": args.method, "model": args.transform}
     options = {k: v for k, v in options.items() if v is not None}
-    return register(img1, img2, detector=_make_detector(args), **options)
+    return register(img1, img2, detector=make_detector(args), **options)
 
 
 MAX_DRAWN_MATCHES = 150
 """Inliers (and outliers) drawn in the matches figure; more would cover the images."""
 
 
-def _figure_images(img1: np.ndarray, img2: np.ndarray, result: Any) -> dict[str, np.ndarray]:
+def figure_images(img1: np.ndarray, img2: np.ndarray, result: Any) -> dict[str, np.ndarray]:
     """The figures of a result, by name: matches always; when registered, image 2 in
     image 1's frame (``registered``), the checkerboard, the overlay and a crop of the
     overlay at full resolution (``overlay_crop``, where errors of a few pixels show)."""
@@ -337,7 +349,7 @@ def _register_and_report(
     is not within :data:`DEMO_TOLERANCE_PX` of ``H_true``.
     """
     result = _register(img1, img2, args)
-    paths = _write_figures(_figure_images(img1, img2, result), args.out, args.prefix)
+    paths = _write_figures(figure_images(img1, img2, result), args.out, args.prefix)
     summary = _summary(result, paths)
     if H_true is not None:
         summary.update(_truth_check(result.H, H_true, img1.shape))

@@ -421,6 +421,11 @@ class KeypointSequence(Sequence[cv2.KeyPoint]):
         self._features = features
         self._keypoints: tuple[cv2.KeyPoint, ...] | None = None
 
+    @property
+    def features(self) -> Features:
+        """The arrays the keypoints are made of."""
+        return self._features
+
     def _tuple(self) -> tuple[cv2.KeyPoint, ...]:
         if self._keypoints is None:
             self._keypoints = keypoint_tuple(self._features)
@@ -443,6 +448,12 @@ class KeypointSequence(Sequence[cv2.KeyPoint]):
 
     def __repr__(self) -> str:
         return f"KeypointSequence({len(self)} keypoints)"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"features": self._features}  # the cv2 objects are rebuilt on demand
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["features"])
 
 
 def _empty() -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:

@@ -17,18 +17,41 @@ import numpy as np
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm"})
 MASK_STEMS = ("_overlay", "_mask")
 
+_JPEG_START, _JPEG_SCAN, _JPEG_END = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
+_PNG_SIGNATURE, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def integrity_problem(data: bytes) -> str | None:
+    """Why encoded image bytes are truncated or corrupt, or None when they look whole.
+
+    OpenCV decodes a truncated JPEG or PNG without an error (the missing rows come out
+    grey), so the container is checked first: a JPEG must have its end-of-image marker
+    after its last scan, a PNG its ``IEND`` chunk. Other formats are left to OpenCV.
+    """
+    if data.startswith(_JPEG_START):
+        if data.rfind(_JPEG_END) < data.rfind(_JPEG_SCAN) or _JPEG_END not in data:
+            return "truncated or corrupt JPEG (no end-of-image marker after its last scan)"
+    elif data.startswith(_PNG_SIGNATURE) and _PNG_END not in data[-64:]:
+        return "truncated or corrupt PNG (no IEND chunk at its end)"
+    return None
+
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read a colour image as (H, W, 3) uint8 BGR.
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if OpenCV cannot decode it.
+        ValueError: if it is truncated or corrupt (:func:`integrity_problem`) or OpenCV
+            cannot decode it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = path.read_bytes()
+    problem = integrity_problem(data)
+    if problem is not None:
+        raise ValueError(f"not a readable image: {path}: {problem}")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"not a readable image: {path}")
     return img

@@ -130,6 +130,8 @@ class FastNetV1(nn.Module):
     def __init__(self, dim: int = 128) -> None:
         super().__init__()
         _add_fast_encoder(self, dim)
+        self.lat8 = _conv_bn(dim, 32, k=1)
+        self.dec4 = _conv_bn(32, 16)
         self.dec2 = _conv_bn(16, 8)
         self.dec1 = _conv_bn(8, 8)
         self.sal = nn.Conv2d(8, 2, 1)  # repeatability, at 1/1
@@ -180,16 +182,16 @@ class Blur(nn.Module):
 
 
 class FastNet(nn.Module):
-    """CPU-fast, shift-equivariant network: stride-8 descriptors, full-resolution keypoints.
+    """CPU-fast, shift-equivariant network: stride-8 descriptors, stride-1 keypoints.
 
     Encoder (channels at strides 1/2/4/8): 8, 16, 32, 128, with a binomial low-pass
     (:class:`Blur`, 3 taps at full resolution, 5 below) before each strided conv. The 1/8
     features give the 128-D descriptors and the reliability (upsampled bilinearly to
-    full size). The repeatability is decided at full resolution: a stride-1 path on the
-    stem features (one dilated 3x3 conv, receptive field 11 px) is gated by a sigmoid of
-    the context that a decoder with additive skips climbs back to 1/2 and upsamples. The
-    gate only scales the stride-1 features, so where a peak lies follows the image, not
-    the encoder's grid; what the gate decides is whether a peak is a keypoint.
+    full size). The repeatability comes from stride-1 layers only: the stem and three 3x3
+    convs (dilations 2, 4, 1; receptive field 17 px), so shifting the image by whole
+    pixels shifts it exactly and the keypoints (its local maxima) move with the image,
+    never locking to the encoder's grid. The coarse features take part through the
+    reliability, which selects and ranks the keypoints but does not place them.
     Input height and width need not be multiples of 8.
     """
 
@@ -200,8 +202,8 @@ class FastNet(nn.Module):
         super().__init__()
         _add_fast_encoder(self, dim)
         self.blur2, self.blur4, self.blur8 = Blur(8, 3), Blur(16, 5), Blur(32, 5)
-        self.dec2 = _conv_bn(16, 8, relu=False)  # the gate's logits, at 1/2
-        self.full = _conv_bn(8, 8, dilation=2)  # stride-1 path, at 1/1
+        self.full = _conv_bn(8, 8, dilation=2)  # stride-1 repeatability path, at 1/1
+        self.full2 = _conv_bn(8, 8, dilation=4)
         self.dec1 = _conv_bn(8, 8)
         self.sal = nn.Conv2d(8, 2, 1)  # repeatability, at 1/1
         _he_init(self)
@@ -214,9 +216,7 @@ class FastNet(nn.Module):
         f4 = self.enc4(self.blur4(f2))
         x = self.enc8(self.blur8(f4))
         rel = _two_class_head(x * x, self.clf)
-        d4 = self.dec4(_up_to(self.lat8(x), f4) + f4)
-        gate = torch.sigmoid(_up_to(self.dec2(_up_to(d4, f2) + f2), f1))
-        d1 = self.dec1(self.full(f1) * gate)
+        d1 = self.dec1(self.full2(self.full(f1)))
         rep = _two_class_head(d1 * d1, self.sal)
         rel = F.interpolate(rel, size=size, mode="bilinear", align_corners=False)
         return F.normalize(x, dim=1), rel, rep
@@ -225,8 +225,8 @@ class FastNet(nn.Module):
 def _add_fast_encoder(net: nn.Module, dim: int) -> None:
     """Give ``net`` the encoder both fast networks share (same names and shapes).
 
-    Channels 8, 16, 32, ``dim`` at strides 1, 2, 4, 8; the reliability head at 1/8
-    (``clf``), and the first decoder step (``lat8``, ``dec4``) at 1/4.
+    Channels 8, 16, 32, ``dim`` at strides 1, 2, 4, 8 and the reliability head at 1/8
+    (``clf``).
     """
     net.dim = dim
     net.stem = _conv_bn(3, 8)  # 1/1
@@ -240,8 +240,6 @@ def _add_fast_encoder(net: nn.Module, dim: int) -> None:
         _conv_bn(128, dim, relu=False),
     )  # 1/8
     net.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
-    net.lat8 = _conv_bn(dim, 32, k=1)
-    net.dec4 = _conv_bn(32, 16)
 
 
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

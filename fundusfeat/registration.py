@@ -129,6 +129,52 @@ class RegistrationResult:
         """Number of inliers of the final model."""
         return int(np.count_nonzero(self.inliers))
 
+    def __reduce__(self) -> tuple:
+        """Pickle support (cv2.KeyPoint and cv2.DMatch do not pickle): keypoints and
+        matches travel as arrays and come back as the same cv2 objects."""
+        fields = {
+            name: getattr(self, name)
+            for name in ("H", "success", "reason", "inliers", "timings", "transform")
+        }
+        fields.update(confidence=self.confidence, evidence=self.evidence)
+        matches = np.array(
+            [(m.queryIdx, m.trainIdx, m.imgIdx, m.distance) for m in self.matches], np.float64
+        ).reshape(-1, 4)
+        return (
+            _rebuild_result,
+            (fields, _keypoint_arrays(self.keypoints1), _keypoint_arrays(self.keypoints2), matches),
+        )
+
+
+def _keypoint_arrays(keypoints: Sequence[cv2.KeyPoint]) -> Any:
+    """Keypoints as picklable data (a KeypointSequence pickles its arrays itself)."""
+    if isinstance(keypoints, KeypointSequence):
+        return keypoints
+    return np.array(
+        [(*k.pt, k.size, k.angle, k.response, k.octave, k.class_id) for k in keypoints],
+        np.float64,
+    ).reshape(-1, 7)
+
+
+def _keypoints_back(data: Any) -> Sequence[cv2.KeyPoint]:
+    if isinstance(data, KeypointSequence):
+        return data
+    return tuple(
+        cv2.KeyPoint(x, y, s, a, r, int(o), int(c)) for x, y, s, a, r, o, c in data.tolist()
+    )
+
+
+def _rebuild_result(
+    fields: dict[str, Any], kps1: Any, kps2: Any, matches: np.ndarray
+) -> RegistrationResult:
+    dmatches = [cv2.DMatch(int(q), int(t), int(i), float(d)) for q, t, i, d in matches.tolist()]
+    return RegistrationResult(
+        keypoints1=_keypoints_back(kps1),
+        keypoints2=_keypoints_back(kps2),
+        matches=dmatches,
+        **fields,
+    )
+
 
 @dataclass(frozen=True)
 class Options:

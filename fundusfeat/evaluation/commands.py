@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,28 +22,11 @@ from fundusfeat.evaluation import bench, eye, impostors, peers, plot, report, sy
 from fundusfeat.evaluation.fire import load_fire
 from fundusfeat.evaluation.runner import oracle_results, run_evaluation
 from fundusfeat.hardware import cpu_model
+from fundusfeat.progress import ProgressLine
 from fundusfeat.registration import DEFAULT_METHOD, TRANSFORM_MODELS
 
 DEFAULT_METHODS = "sift-clahe,r2d2fundus"
 DEFAULT_BENCH_METHODS = "sift,sift-clahe,r2d2fundus"
-
-
-class ProgressLine:
-    """A one-line progress bar on stderr: ``[#####.....] 12/36 label  eta 1m05s``."""
-
-    def __init__(self, enabled: bool = True, width: int = 24) -> None:
-        self.enabled, self.width, self.start = enabled, width, time.monotonic()
-
-    def __call__(self, done: int, total: int, label: str) -> None:
-        if not self.enabled:
-            return
-        filled = self.width * done // max(total, 1)
-        elapsed = time.monotonic() - self.start
-        eta = int(elapsed / done * (total - done)) if done else 0
-        bar = "#" * filled + "." * (self.width - filled)
-        line = f"\r[{bar}] {done}/{total} {label[:40]:<40} eta {eta // 60}m{eta % 60:02d}s"
-        end = "\n" if done >= total else ""
-        print(line, end=end, file=sys.stderr, flush=True)
 
 
 def _error(command: str, message: object) -> int:
