@@ -15,6 +15,7 @@ import argparse
 import cv2
 
 import fundusfeat
+from fundusfeat import models
 from fundusfeat.demo import load_demo_pair
 
 
@@ -22,7 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="*", help="two images (default: the demo pair)")
     parser.add_argument("--out", default="matches.png")
-    parser.add_argument("--model", choices=fundusfeat.models.names(), default=None)
+    parser.add_argument("--model", choices=models.names(), default=None)
     args = parser.parse_args()
 
     if not args.images:

@@ -337,12 +337,33 @@ def _in_process(fn: Callable, *item: Any) -> Any:
     return fn(_process_job, *item)
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class _ThreadLimit:
+    """Worker processes started while this is active get ``threads`` BLAS/OpenMP threads
+    (set in the environment they inherit: numpy's BLAS reads it only at start-up, and N
+    processes each spinning up every core's worth of threads would fight)."""
+
+    def __init__(self, threads: int) -> None:
+        self.saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+        os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
+
+    def restore(self) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 class _Processes:
     """``workers`` processes on this machine, each with ``threads`` torch threads."""
 
     def __init__(self, job: Job, workers: int, threads: int) -> None:
         import multiprocessing
 
+        self.limit = _ThreadLimit(threads)
         self.pool = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -357,6 +378,7 @@ class _Processes:
 
     def close(self) -> None:
         self.pool.shutdown()
+        self.limit.restore()
 
 
 class _Dask:
@@ -368,11 +390,13 @@ class _Dask:
             from dask.distributed import Client, LocalCluster
         except ImportError as err:  # the optional extra
             raise BatchInputError("dask is not installed: pip install fundusfeat[dask]") from err
-        self.cluster = None
+        self.cluster, self.limit = None, None
         match = re.fullmatch(r"local:(\d+)", address)
         if match:
+            n = int(match.group(1))
+            self.limit = _ThreadLimit(max(1, (os.cpu_count() or n) // n))
             self.cluster = LocalCluster(
-                n_workers=int(match.group(1)),
+                n_workers=n,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
@@ -393,6 +417,8 @@ class _Dask:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+        if self.limit is not None:
+            self.limit.restore()
 
 
 # ---------------------------------------------------------------------------- the run

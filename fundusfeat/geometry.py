@@ -188,42 +188,61 @@ def descriptor_distances(a: np.ndarray, b: np.ndarray, binary: bool) -> np.ndarr
     return np.maximum(aa + bb - 2.0 * np.einsum("...d,...d->...", a, b), 0.0)
 
 
-def _nearest_in_window(
-    points: np.ndarray,
-    desc: np.ndarray,
-    targets: np.ndarray,
-    target_desc: np.ndarray,
-    radius: float,
-    binary: bool,
-    max_distance: float,
-) -> np.ndarray:
-    """For each point, the index of the target within ``radius`` px whose descriptor is
-    nearest, if that descriptor distance is below ``max_distance`` (-1 where there is
-    none). Vectorised: one KD-tree query for all points."""
-    out = np.full(len(points), -1, dtype=np.int64)
-    ok = np.isfinite(points).all(axis=1)
-    if not ok.any() or len(targets) == 0:
+@dataclass(frozen=True, eq=False)
+class KeypointSet:
+    """One image's keypoints indexed for guided matching (built once per registration).
+
+    Attributes:
+        xy: ``(N, 2)`` float64 positions.
+        desc: ``(N, D)`` descriptors (float rows, or packed uint8 for binary ones).
+        tree: ``scipy.spatial.cKDTree`` of ``xy``.
+        sqnorm: ``(N,)`` squared descriptor norms (float descriptors; None for binary).
+    """
+
+    xy: np.ndarray
+    desc: np.ndarray
+    tree: cKDTree
+    sqnorm: np.ndarray | None
+
+    @classmethod
+    def of(cls, xy: np.ndarray, desc: np.ndarray) -> KeypointSet:
+        binary = desc.dtype == np.uint8
+        d = desc if binary else desc.astype(np.float32, copy=False)
+        sqnorm = None if binary else np.einsum("nd,nd->n", d, d)
+        return cls(np.asarray(xy, np.float64), d, cKDTree(np.asarray(xy, np.float64)), sqnorm)
+
+    def nearest_in_window(
+        self, points: np.ndarray, other: KeypointSet, radius: float, max_distance: float
+    ) -> np.ndarray:
+        """For each of ``other``'s keypoints, placed at ``points`` in this image, the index
+        of this set's keypoint within ``radius`` px whose descriptor is nearest, if that
+        descriptor distance is at most ``max_distance`` (-1 where there is none).
+        Vectorised: one KD-tree query and one batched dot product for all points."""
+        out = np.full(len(points), -1, dtype=np.int64)
+        ok = np.isfinite(points).all(axis=1)
+        if not ok.any() or len(self.xy) == 0:
+            return out
+        k = min(GUIDED_CANDIDATES, len(self.xy))
+        _, idx = self.tree.query(points[ok], k=k, distance_upper_bound=radius)
+        idx = idx.reshape(-1, k)
+        present = idx < len(self.xy)
+        safe = np.where(present, idx, 0)
+        if self.sqnorm is None:
+            dist = descriptor_distances(other.desc[ok][:, None, :], self.desc[safe], True)
+        else:
+            dot = np.einsum("nd,nkd->nk", other.desc[ok], self.desc[safe])
+            dist = np.maximum(other.sqnorm[ok][:, None] + self.sqnorm[safe] - 2.0 * dot, 0.0)
+        dist[~present] = np.inf
+        rows = np.arange(len(idx))
+        best = dist.argmin(axis=1)
+        accept = present.any(axis=1) & (dist[rows, best] <= max_distance)
+        out[np.flatnonzero(ok)] = np.where(accept, idx[rows, best], -1)
         return out
-    k = min(GUIDED_CANDIDATES, len(targets))
-    _, idx = cKDTree(targets).query(points[ok], k=k, distance_upper_bound=radius)
-    idx = idx.reshape(-1, k)
-    present = idx < len(targets)
-    dist = descriptor_distances(
-        desc[ok][:, None, :], target_desc[np.where(present, idx, 0)], binary
-    )
-    dist[~present] = np.inf
-    best = dist.argmin(axis=1)
-    rows = np.arange(len(idx))
-    chosen = idx[rows, best]
-    out[np.flatnonzero(ok)] = np.where(dist[rows, best] <= max_distance, chosen, -1)
-    return out
 
 
 def guided_match(
-    xy1: np.ndarray,
-    desc1: np.ndarray,
-    xy2: np.ndarray,
-    desc2: np.ndarray,
+    keypoints1: KeypointSet,
+    keypoints2: KeypointSet,
     transform: Transform,
     radius: float,
     max_distance: float = np.inf,
@@ -240,8 +259,7 @@ def guided_match(
     that look like true matches.)
 
     Args:
-        xy1, xy2: ``(N1, 2)`` and ``(N2, 2)`` keypoint positions.
-        desc1, desc2: their descriptors (float rows, or packed uint8 for binary ones).
+        keypoints1, keypoints2: the two images' :class:`KeypointSet`.
         transform: image 1 -> image 2.
         radius: search radius in pixels.
         max_distance: largest accepted descriptor distance (squared Euclidean for float
@@ -250,10 +268,11 @@ def guided_match(
     Returns:
         ``(query, train)`` int64 index arrays of the mutual matches, by query index.
     """
-    binary = desc1.dtype == np.uint8
-    to2 = _nearest_in_window(transform.apply(xy1), desc1, xy2, desc2, radius, binary, max_distance)
-    to1 = _nearest_in_window(
-        transform.inverse(xy2), desc2, xy1, desc1, radius, binary, max_distance
+    to2 = keypoints2.nearest_in_window(
+        transform.apply(keypoints1.xy), keypoints1, radius, max_distance
+    )
+    to1 = keypoints1.nearest_in_window(
+        transform.inverse(keypoints2.xy), keypoints2, radius, max_distance
     )
     query = np.flatnonzero(to2 >= 0)
     query = query[to1[to2[query]] == query]
@@ -286,15 +305,15 @@ class Refined:
 
 INITIAL_RADIUS = 3.0
 """First guided search radius, in inlier thresholds."""
-MAX_ROUNDS = 4
+MAX_ROUNDS = 3
 """Most guided re-matching rounds per model."""
+MIN_GROWTH = 1.01
+"""Another round only while the inlier set grows by more than this factor."""
 
 
 def _guided_rounds(
-    xy1: np.ndarray,
-    desc1: np.ndarray,
-    xy2: np.ndarray,
-    desc2: np.ndarray,
+    kp1: KeypointSet,
+    kp2: KeypointSet,
     transform: Transform,
     model: str,
     threshold: float,
@@ -303,8 +322,9 @@ def _guided_rounds(
     best: Refined | None,
 ) -> Refined | None:
     """Re-match around ``transform`` and refit ``model`` while the inlier set grows."""
+    xy1, xy2 = kp1.xy, kp2.xy
     for rounds in range(1, MAX_ROUNDS + 1):
-        query, train = guided_match(xy1, desc1, xy2, desc2, transform, radius, max_distance)
+        query, train = guided_match(kp1, kp2, transform, radius, max_distance)
         fitted = fit(model, xy1[query], xy2[train], threshold)
         if fitted is None:
             break
@@ -312,7 +332,10 @@ def _guided_rounds(
         inliers = residual < threshold
         if best is not None and inliers.sum() <= best.num_inliers:
             break
+        grew = best is None or inliers.sum() > MIN_GROWTH * best.num_inliers
         best = Refined(fitted, query, train, inliers, None, rounds)
+        if not grew:
+            break
         transform = fitted
         spread = float(np.percentile(residual[inliers], 90)) if inliers.any() else threshold
         radius = max(threshold, min(0.7 * radius, 3.0 * spread))
@@ -355,9 +378,8 @@ def refine(
         raise ValueError(f"model must be 'auto' or one of {MODELS}, got {model!r}")
     first = "homography" if model == "auto" else model
     radius = INITIAL_RADIUS * threshold
-    best = _guided_rounds(
-        xy1, desc1, xy2, desc2, initial, first, threshold, radius, max_distance, None
-    )
+    kp1, kp2 = KeypointSet.of(xy1, desc1), KeypointSet.of(xy2, desc2)
+    best = _guided_rounds(kp1, kp2, initial, first, threshold, radius, max_distance, None)
     if best is None or model != "auto":
         return best
     q, t = best.query[best.inliers], best.train[best.inliers]
@@ -366,10 +388,8 @@ def refine(
         start = fit(choice.model, xy1[q], xy2[t], threshold)
         if start is not None:
             richer = _guided_rounds(
-                xy1,
-                desc1,
-                xy2,
-                desc2,
+                kp1,
+                kp2,
                 start,
                 choice.model,
                 threshold,

@@ -274,12 +274,17 @@ class QuadraticTransform(Transform):
         return out
 
     def homography(self) -> np.ndarray:
-        """The least-squares homography of a 20 x 20 grid over :attr:`region`."""
-        x0, y0, x1, y1 = self.region
-        gx, gy = np.meshgrid(np.linspace(x0, x1, 20), np.linspace(y0, y1, 20))
-        src = np.stack([gx.ravel(), gy.ravel()], axis=1)
-        H, _ = cv2.findHomography(src, self.apply(src), 0)
-        return H / H[2, 2]
+        """The least-squares homography of a 20 x 20 grid over :attr:`region` (computed
+        once per transform)."""
+        cached = self.__dict__.get("_homography")
+        if cached is None:
+            x0, y0, x1, y1 = self.region
+            gx, gy = np.meshgrid(np.linspace(x0, x1, 20), np.linspace(y0, y1, 20))
+            src = np.stack([gx.ravel(), gy.ravel()], axis=1)
+            H, _ = cv2.findHomography(src, self.apply(src), 0)
+            cached = H / H[2, 2]
+            object.__setattr__(self, "_homography", cached)
+        return cached.copy()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -439,6 +444,7 @@ def _fit_quadratic(
             f_scale=threshold / 3.0 / s2[0],
             method="trf",
             x_scale="jac",
+            tr_solver="exact",
         )
         coef = solution.x.reshape(2, 6).T
     region = (*p1.min(axis=0), *p1.max(axis=0))

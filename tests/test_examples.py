@@ -54,3 +54,12 @@ def test_batch_register_from_csv(monkeypatch, tmp_path):
     )
     rows = out.read_text().splitlines()
     assert rows[0].startswith("image1,image2,success") and len(rows) == 2
+    assert rows[1].split(",")[2] == "True"
+
+
+def test_batch_benchmark_runs_both_modes(monkeypatch, tmp_path, capsys):
+    data = Path(__file__).resolve().parents[1] / "fundusfeat" / "data"
+    args = ["--sources", str(data / "retina_a.jpg"), "--eyes", "1", "--visits", "2"]
+    assert _run(monkeypatch, "batch_benchmark.py", *args, "--folder", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "loop:" in out and "batch:" in out and "rows identical: True" in out

@@ -20,7 +20,9 @@ from fundusfeat import imageio as images
 from fundusfeat.argtypes import positive_int, positive_int_list
 from fundusfeat.evaluation import bench, eye, impostors, peers, plot, report, synthetic
 from fundusfeat.evaluation.fire import load_fire
+from fundusfeat.evaluation.pipeline import pipeline_table, time_pipelines
 from fundusfeat.evaluation.runner import oracle_results, run_evaluation
+from fundusfeat.evaluation.shift import SHIFTS, shift_repeatability
 from fundusfeat.hardware import cpu_model
 from fundusfeat.progress import ProgressLine
 from fundusfeat.registration import DEFAULT_METHOD, TRANSFORM_MODELS
@@ -232,6 +234,18 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="also report the share of the learned methods' time spent in the network forward",
     )
+    p.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also time a whole fundusfeat.register() per pair against the classical "
+        "SIFT-CLAHE pipeline (each image and an easy synthetic view of it)",
+    )
+    p.add_argument(
+        "--shift",
+        action="store_true",
+        help="also report shift repeatability: keypoints found again within 1 px after "
+        "translating the image",
+    )
     p.add_argument("--out", type=Path, help="write bench.md and bench.json here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -295,6 +309,43 @@ def _profile_table(rows: list[dict[str, Any]]) -> str:
     return report.markdown(header, body)
 
 
+def _pipeline_rows(imgs: list, config: bench.BenchConfig) -> list[tuple[int, Any]]:
+    """Whole-registration timings per FOV size (CPU, in this process)."""
+    from functools import partial
+
+    from fundusfeat.evaluation.synthetic import PRESETS, make_synthetic_pair
+    from fundusfeat.registration import register
+
+    bench.set_threads(config.threads)
+    detector = peers.make_detector("r2d2fundus", device="cpu")
+    rows = []
+    for size in config.sizes:
+        pairs = []
+        for i, image in enumerate(imgs):
+            small = bench.resize_to_fov(image, size)
+            pairs.append((small, make_synthetic_pair(small, PRESETS["easy"], i).image2))
+        timing = time_pipelines(pairs, partial(register, detector=detector), config.threads)
+        rows.append((size, timing))
+    return rows
+
+
+def _shift_rows(imgs: list, config: bench.BenchConfig) -> list[dict[str, Any]]:
+    """Mean shift repeatability of each method per FOV size (CPU, in this process)."""
+    import numpy
+
+    bench.set_threads(config.threads)
+    rows = []
+    for method in config.methods:
+        detector = peers.make_detector(method, device="cpu")
+        for size in config.sizes:
+            found = numpy.mean(
+                [shift_repeatability(detector, bench.resize_to_fov(im, size)) for im in imgs],
+                axis=0,
+            )
+            rows.append({"method": method, "size": size, "found": found.tolist()})
+    return rows
+
+
 def run_bench_command(args: argparse.Namespace) -> int:
     """Run ``fundusfeat bench``; returns the exit code."""
     try:
@@ -319,6 +370,15 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if args.profile:
         data["profile"] = _profile_rows(imgs[0], config)
         table += "\n\n" + _profile_table(data["profile"])
+    if args.pipeline:
+        rows = _pipeline_rows(imgs, config)
+        data["pipeline"] = [{"size": s, **asdict(t), "ratio": t.ratio} for s, t in rows]
+        table += "\n\n" + pipeline_table([(f"FOV {s} px", t) for s, t in rows])
+    if args.shift:
+        data["shift"] = _shift_rows(imgs, config)
+        header = ["method", "FOV px", *(f"({dx:g},{dy:g})" for dx, dy in SHIFTS)]
+        body = [[r["method"], r["size"], *(f"{v:.2f}" for v in r["found"])] for r in data["shift"]]
+        table += "\n\n" + report.markdown(header, body)
     if args.out is not None:
         _write_outputs(args.out, "bench", data, table)
     print(json.dumps(data, indent=2) if args.json else table)

@@ -97,12 +97,3 @@ def shift_repeatability(
         moved = keypoints_to_array(tuple(detector.detect(shift_image(image, dx, dy), None)))
         out.append(found_again(points, moved, (dx, dy), size, tolerance))
     return np.asarray(out, dtype=np.float64)
-
-
-def shift_table(
-    rows: dict[str, np.ndarray], shifts: Sequence[tuple[float, float]] = SHIFTS
-) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a table: one row per method, one column per shift."""
-    header = ["method", *(f"({dx:g},{dy:g})" for dx, dy in shifts)]
-    body = [[name, *(f"{v:.2f}" for v in values)] for name, values in rows.items()]
-    return header, body
