@@ -62,3 +62,16 @@ def disc_mask(height: int, width: int, center: tuple[float, float], radius: floa
     xs = np.arange(width, dtype=np.float64)[None, :]
     half = np.sqrt(np.clip(radius**2 - (ys - center[1]) ** 2, 0.0, None))
     return (xs >= center[0] - half) & (xs <= center[0] + half) & (half > 0)
+
+
+def points_in_mask(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: the ``(N, 2)`` points, rounded to the nearest pixel, lie inside the
+    ``(H, W)`` bool ``mask`` (False outside the image and for non-finite points)."""
+    h, w = mask.shape
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    ok = np.isfinite(pts).all(axis=1)
+    xi = np.rint(np.nan_to_num(pts[:, 0], nan=-1.0)).astype(np.int64)
+    yi = np.rint(np.nan_to_num(pts[:, 1], nan=-1.0)).astype(np.int64)
+    ok &= (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    ok[ok] = mask[yi[ok], xi[ok]]
+    return ok

@@ -112,7 +112,50 @@ class R2D2Net(nn.Module):
         return F.normalize(x, dim=1), _two_class_head(x2, self.clf), _two_class_head(x2, self.sal)
 
 
-class FastNetV1(nn.Module):
+class _FastEncoder(nn.Module):
+    """The encoder both fast networks share (same parameter names and shapes).
+
+    Channels 8, 16, 32, ``dim`` at strides 1, 2, 4, 8 and the reliability head at 1/8
+    (``clf``). ``blur2``/``blur4``/``blur8`` run before the strided convs (identity here;
+    :class:`FastNet` low-passes).
+    """
+
+    descriptor_stride = 8
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.stem = _conv_bn(3, 8)  # 1/1
+        self.enc2 = nn.Sequential(_conv_bn(8, 16, stride=2), _conv_bn(16, 16))  # 1/2
+        self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _conv_bn(32, 32))  # 1/4
+        self.enc8 = nn.Sequential(
+            _conv_bn(32, 64, stride=2),
+            _conv_bn(64, 64),
+            _conv_bn(64, 128),
+            _conv_bn(128, 128, dilation=2),
+            _conv_bn(128, dim, relu=False),
+        )  # 1/8
+        self.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
+        self.blur2: nn.Module = nn.Identity()
+        self.blur4: nn.Module = nn.Identity()
+        self.blur8: nn.Module = nn.Identity()
+
+    def encode(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f1, f2, f4, x, rel)``: the features at strides 1, 2, 4, 8 and the full-size
+        reliability."""
+        _check_images(images)
+        f1 = self.stem(images)
+        f2 = self.enc2(self.blur2(f1))
+        f4 = self.enc4(self.blur4(f2))
+        x = self.enc8(self.blur8(f4))
+        rel = _two_class_head(x * x, self.clf)
+        rel = F.interpolate(rel, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return f1, f2, f4, x, rel
+
+
+class FastNetV1(_FastEncoder):
     """The first CPU-fast variant (``"fast-v1"``): stride-8 descriptors, full-resolution
     repeatability decoded from the coarse features. Its repeatability peaks lock to the
     encoder's stride-4/8 grid (not shift-equivariant); :class:`FastNet` replaces it.
@@ -124,12 +167,10 @@ class FastNetV1(nn.Module):
     Input height and width need not be multiples of 8.
     """
 
-    descriptor_stride = 8
     name = "fast-v1"
 
     def __init__(self, dim: int = 128) -> None:
-        super().__init__()
-        _add_fast_encoder(self, dim)
+        super().__init__(dim)
         self.lat8 = _conv_bn(dim, 32, k=1)
         self.dec4 = _conv_bn(32, 16)
         self.dec2 = _conv_bn(16, 8)
@@ -138,18 +179,11 @@ class FastNetV1(nn.Module):
         _he_init(self)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        _check_images(images)
-        size = images.shape[-2:]
-        f1 = self.stem(images)
-        f2 = self.enc2(f1)
-        f4 = self.enc4(f2)
-        x = self.enc8(f4)
-        rel = _two_class_head(x * x, self.clf)
+        f1, f2, f4, x, rel = self.encode(images)
         d4 = self.dec4(_up_to(self.lat8(x), f4) + f4)
         d2 = self.dec2(_up_to(d4, f2) + f2)
         d1 = self.dec1(_up_to(d2, f1) + f1)
         rep = _two_class_head(d1 * d1, self.sal)
-        rel = F.interpolate(rel, size=size, mode="bilinear", align_corners=False)
         return F.normalize(x, dim=1), rel, rep
 
 
@@ -181,7 +215,7 @@ class Blur(nn.Module):
         return F.conv2d(x, self.kernel.to(x.dtype), groups=self.channels)
 
 
-class FastNet(nn.Module):
+class FastNet(_FastEncoder):
     """CPU-fast, shift-equivariant network: stride-8 descriptors, stride-1 keypoints.
 
     Encoder (channels at strides 1/2/4/8): 8, 16, 32, 128, with a binomial low-pass
@@ -195,12 +229,10 @@ class FastNet(nn.Module):
     Input height and width need not be multiples of 8.
     """
 
-    descriptor_stride = 8
     name = "fast"
 
     def __init__(self, dim: int = 128) -> None:
-        super().__init__()
-        _add_fast_encoder(self, dim)
+        super().__init__(dim)
         self.blur2, self.blur4, self.blur8 = Blur(8, 3), Blur(16, 5), Blur(32, 5)
         self.full = _conv_bn(8, 8, dilation=2)  # stride-1 repeatability path, at 1/1
         self.full2 = _conv_bn(8, 8, dilation=4)
@@ -209,37 +241,10 @@ class FastNet(nn.Module):
         _he_init(self)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        _check_images(images)
-        size = images.shape[-2:]
-        f1 = self.stem(images)
-        f2 = self.enc2(self.blur2(f1))
-        f4 = self.enc4(self.blur4(f2))
-        x = self.enc8(self.blur8(f4))
-        rel = _two_class_head(x * x, self.clf)
+        f1, _, _, x, rel = self.encode(images)
         d1 = self.dec1(self.full2(self.full(f1)))
         rep = _two_class_head(d1 * d1, self.sal)
-        rel = F.interpolate(rel, size=size, mode="bilinear", align_corners=False)
         return F.normalize(x, dim=1), rel, rep
-
-
-def _add_fast_encoder(net: nn.Module, dim: int) -> None:
-    """Give ``net`` the encoder both fast networks share (same names and shapes).
-
-    Channels 8, 16, 32, ``dim`` at strides 1, 2, 4, 8 and the reliability head at 1/8
-    (``clf``).
-    """
-    net.dim = dim
-    net.stem = _conv_bn(3, 8)  # 1/1
-    net.enc2 = nn.Sequential(_conv_bn(8, 16, stride=2), _conv_bn(16, 16))  # 1/2
-    net.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _conv_bn(32, 32))  # 1/4
-    net.enc8 = nn.Sequential(
-        _conv_bn(32, 64, stride=2),
-        _conv_bn(64, 64),
-        _conv_bn(64, 128),
-        _conv_bn(128, 128, dilation=2),
-        _conv_bn(128, dim, relu=False),
-    )  # 1/8
-    net.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
 
 
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

@@ -413,17 +413,6 @@ def register_features(
     )
     conf = confidence(evidence)
     timings["verify"] = time.perf_counter() - t0
-    if evidence.inliers < options.min_inliers:
-        return _fail(
-            f"too few inliers ({evidence.inliers})",
-            f1,
-            f2,
-            timings,
-            matches=matches,
-            inliers=inliers,
-            confidence=conf,
-            evidence=evidence,
-        )
     if conf < options.threshold:
         reason = f"low confidence {conf:.2f} < {options.threshold:g}: {weakest_evidence(evidence)}"
         return _fail(

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from fundusfeat.imageops import resize_long_side, to_uint8
+from fundusfeat.imageops import points_in_mask, resize_long_side, to_uint8
 from fundusfeat.transforms import Transform, fit
 
 DEFAULT_THRESHOLD = 0.5
@@ -211,24 +211,8 @@ def _overlap_geometry(
     grid = grid[region1[grid[:, 1].astype(int), grid[:, 0].astype(int)]]
     if len(grid) == 0:
         return grid, np.zeros(0, bool), 0.0
-    mapped = transform.apply(grid)
-    h2, w2 = region2.shape
-    ok = np.isfinite(mapped).all(axis=1)
-    xi = np.rint(np.nan_to_num(mapped[:, 0], nan=-1)).astype(np.int64)
-    yi = np.rint(np.nan_to_num(mapped[:, 1], nan=-1)).astype(np.int64)
-    ok &= (xi >= 0) & (xi < w2) & (yi >= 0) & (yi < h2)
-    ok[ok] = region2[yi[ok], xi[ok]]
+    ok = points_in_mask(region2, transform.apply(grid))
     return grid, ok, float(ok.mean())
-
-
-def _in_region(points: np.ndarray, region: np.ndarray) -> np.ndarray:
-    h, w = region.shape
-    ok = np.isfinite(points).all(axis=1)
-    xi = np.rint(np.nan_to_num(points[:, 0], nan=-1)).astype(np.int64)
-    yi = np.rint(np.nan_to_num(points[:, 1], nan=-1)).astype(np.int64)
-    ok &= (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    ok[ok] = region[yi[ok], xi[ok]]
-    return ok
 
 
 def _cell_ids(points: np.ndarray, cell: float) -> np.ndarray:
@@ -279,8 +263,10 @@ def gather_evidence(
     n = len(q)
     step = max(4, int(math.sqrt(region1.sum() / 4096)))
     grid, seen, overlap = _overlap_geometry(transform, region1, region2, step)
-    kp1 = int((_in_region(xy1, region1) & _in_region(transform.apply(xy1), region2)).sum())
-    kp2 = int((_in_region(xy2, region2) & _in_region(transform.inverse(xy2), region1)).sum())
+    kp1 = int((points_in_mask(region1, xy1) & points_in_mask(region2, transform.apply(xy1))).sum())
+    kp2 = int(
+        (points_in_mask(region2, xy2) & points_in_mask(region1, transform.inverse(xy2))).sum()
+    )
     density = n / max(min(kp1, kp2), 1)
     coverage = 0.0
     if seen.any() and n:

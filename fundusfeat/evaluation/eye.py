@@ -41,10 +41,16 @@ import cv2
 import numpy as np
 
 from fundusfeat.evaluation.pairs import EvalPair
-from fundusfeat.evaluation.synthetic import HIGH_OVERLAP, smooth_extension, spread_points
+from fundusfeat.evaluation.synthetic import (
+    HIGH_OVERLAP,
+    named_preset,
+    seeded_pairs,
+    smooth_extension,
+    spread_points,
+)
 from fundusfeat.fov import FieldOfView, estimate_fov
 from fundusfeat.imageio import read_image
-from fundusfeat.imageops import to_uint8
+from fundusfeat.imageops import points_in_mask, to_uint8
 from fundusfeat.warps import PhotoRange, photometric_change
 
 logger = logging.getLogger(__name__)
@@ -266,16 +272,6 @@ def _grid(h: int, w: int, step: int) -> np.ndarray:
     return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
 
 
-def _inside(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    h, w = mask.shape
-    ok = np.isfinite(pts).all(axis=1)
-    xi = np.rint(np.nan_to_num(pts[:, 0], nan=-1.0)).astype(np.int64)
-    yi = np.rint(np.nan_to_num(pts[:, 1], nan=-1.0)).astype(np.int64)
-    ok &= (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    ok[ok] = mask[yi[ok], xi[ok]]
-    return ok
-
-
 @dataclass(frozen=True)
 class EyePair:
     """One eye-model pair.
@@ -310,13 +306,13 @@ def _draw(fov: FieldOfView, rng: np.random.Generator, preset: EyePreset) -> _Dra
     mask = fov.mask
     h, w = mask.shape
     grid = _grid(h, w, _GRID_STEP)
-    grid = grid[_inside(mask, grid)]
+    grid = grid[points_in_mask(mask, grid)]
     margin = preset.point_margin * fov.diameter
     k = max(1, int(round(margin)))
     inner = cv2.erode(mask.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)) > 0
     for _ in range(_MAX_DRAWS):
         geometry = eye_geometry(fov, rng, preset)
-        seen = _inside(mask, geometry.map_1_to_2(grid))
+        seen = points_in_mask(mask, geometry.map_1_to_2(grid))
         overlap = float(seen.mean()) if len(grid) else 0.0
         if overlap >= preset.min_overlap:
             break
@@ -327,7 +323,7 @@ def _draw(fov: FieldOfView, rng: np.random.Generator, preset: EyePreset) -> _Dra
     src = grid[seen]
     H_oracle, _ = cv2.findHomography(src, geometry.map_1_to_2(src), 0)
     coarse = _grid(h, w, 4)  # the region where control points may lie, at 1/4 resolution
-    ok = _inside(inner, coarse) & _inside(inner, geometry.map_1_to_2(coarse))
+    ok = points_in_mask(inner, coarse) & points_in_mask(inner, geometry.map_1_to_2(coarse))
     region = np.zeros(((h + 3) // 4, (w + 3) // 4), np.uint8)
     region[(coarse[ok, 1] // 4).astype(int), (coarse[ok, 0] // 4).astype(int)] = 1
     region = cv2.resize(region, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool) & inner
@@ -402,31 +398,19 @@ def eye_pairs(
         points and the oracle homography (``H_oracle``; ``H_true`` is None: no
         homography is true).
     """
-    if isinstance(preset, str):
-        if preset not in EYE_PRESETS:
-            raise ValueError(f"preset: expected one of {sorted(EYE_PRESETS)}, got {preset!r}")
-        preset = EYE_PRESETS[preset]
-    if not images:
-        raise ValueError("images: expected at least one image")
-    if num_pairs < 1:
-        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
-    seeds = np.random.SeedSequence([int(seed), STREAM_TAG]).spawn(num_pairs)
-    fovs: dict[Path, FieldOfView] = {}
-    pairs = []
-    for i, child in enumerate(seeds):
-        path = Path(images[i % len(images)])
-        if path not in fovs:
-            fovs[path] = estimate_fov(read_image(path))
-        draw = _draw(fovs[path], np.random.default_rng(child), preset)
-        pairs.append(
-            EvalPair(
-                name=f"eye{i:03d}",
-                category="S" if draw.overlap >= HIGH_OVERLAP else "P",
-                points_fixed=draw.points_fixed,
-                points_moving=draw.geometry.map_1_to_2(draw.points_fixed),
-                load=partial(_load_pair, path, preset, child),
-                H_oracle=draw.H_oracle,
-            )
+    preset = named_preset(preset, EYE_PRESETS)
+
+    def make(i: int, path: Path, fov: FieldOfView, child: np.random.SeedSequence) -> EvalPair:
+        draw = _draw(fov, np.random.default_rng(child), preset)
+        return EvalPair(
+            name=f"eye{i:03d}",
+            category="S" if draw.overlap >= HIGH_OVERLAP else "P",
+            points_fixed=draw.points_fixed,
+            points_moving=draw.geometry.map_1_to_2(draw.points_fixed),
+            load=partial(_load_pair, path, preset, child),
+            H_oracle=draw.H_oracle,
         )
+
+    pairs = seeded_pairs(images, num_pairs, seed, STREAM_TAG, make)
     logger.info("eye %s: %d pairs from %d images", preset.name, num_pairs, len(images))
     return pairs

@@ -32,15 +32,17 @@ control points are drawn first from a pair's generator, then the photometric cha
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from fundusfeat.evaluation.pairs import EvalPair
-from fundusfeat.fov import estimate_fov
+from fundusfeat.fov import FieldOfView, estimate_fov
 from fundusfeat.imageio import read_image
 from fundusfeat.imageops import to_uint8
 from fundusfeat.warps import (
@@ -336,6 +338,49 @@ def _load_pair(
     return pair.image1, pair.image2
 
 
+def named_preset(preset: Any, presets: dict[str, Any]) -> Any:
+    """``preset`` itself, or the preset of that name in ``presets``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if isinstance(preset, str):
+        if preset not in presets:
+            raise ValueError(f"preset: expected one of {sorted(presets)}, got {preset!r}")
+        return presets[preset]
+    return preset
+
+
+def seeded_pairs(
+    images: Sequence[Path],
+    num_pairs: int,
+    seed: int,
+    tag: int,
+    make: Callable[[int, Path, FieldOfView, np.random.SeedSequence], EvalPair],
+) -> list[EvalPair]:
+    """``make(i, image path, its FOV, seed)`` for pair ``i`` of a benchmark.
+
+    Pair ``i`` uses ``images[i % len(images)]`` and the ``i``-th child of
+    ``SeedSequence([seed, tag])``; each image is read once, for its field of view.
+
+    Raises:
+        ValueError: no images or ``num_pairs < 1``.
+    """
+    if not images:
+        raise ValueError("images: expected at least one image")
+    if num_pairs < 1:
+        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    children = np.random.SeedSequence([int(seed), tag]).spawn(num_pairs)
+    fovs: dict[Path, FieldOfView] = {}
+    pairs = []
+    for i, child in enumerate(children):
+        path = Path(images[i % len(images)])
+        if path not in fovs:
+            fovs[path] = estimate_fov(read_image(path))
+        pairs.append(make(i, path, fovs[path], child))
+    return pairs
+
+
 def synthetic_pairs(
     images: list[Path], preset: SyntheticPreset | str, num_pairs: int, seed: int = 0
 ) -> list[EvalPair]:
@@ -355,31 +400,19 @@ def synthetic_pairs(
     Raises:
         ValueError: for an unknown preset, no images or ``num_pairs < 1``.
     """
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-        preset = PRESETS[preset]
-    if not images:
-        raise ValueError("images: expected at least one image")
-    if num_pairs < 1:
-        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
-    seeds = np.random.SeedSequence([int(seed), STREAM_TAG]).spawn(num_pairs)
-    fovs: dict[Path, np.ndarray] = {}
-    pairs = []
-    for i, child in enumerate(seeds):
-        path = Path(images[i % len(images)])
-        if path not in fovs:
-            fovs[path] = estimate_fov(read_image(path)).mask
-        geometry = _sample_geometry(fovs[path], np.random.default_rng(child), preset)
-        pairs.append(
-            EvalPair(
-                name=f"syn{i:03d}",
-                category="S" if geometry.overlap >= HIGH_OVERLAP else "P",
-                points_fixed=geometry.points_fixed,
-                points_moving=transform_points(geometry.H, geometry.points_fixed),
-                load=partial(_load_pair, path, preset, child),
-                H_true=geometry.H,
-            )
+    preset = named_preset(preset, PRESETS)
+
+    def make(i: int, path: Path, fov: FieldOfView, child: np.random.SeedSequence) -> EvalPair:
+        geometry = _sample_geometry(fov.mask, np.random.default_rng(child), preset)
+        return EvalPair(
+            name=f"syn{i:03d}",
+            category="S" if geometry.overlap >= HIGH_OVERLAP else "P",
+            points_fixed=geometry.points_fixed,
+            points_moving=transform_points(geometry.H, geometry.points_fixed),
+            load=partial(_load_pair, path, preset, child),
+            H_true=geometry.H,
         )
+
+    pairs = seeded_pairs(images, num_pairs, seed, STREAM_TAG, make)
     logger.info("synthetic %s: %d pairs from %d images", preset.name, num_pairs, len(images))
     return pairs

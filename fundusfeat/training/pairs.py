@@ -24,7 +24,7 @@ import torch
 
 from fundusfeat.fov import estimate_fov
 from fundusfeat.imageio import read_image
-from fundusfeat.imageops import resize_image
+from fundusfeat.imageops import points_in_mask, resize_image
 from fundusfeat.preprocess import working_scale
 from fundusfeat.warps import (
     PhotoRange,
@@ -91,20 +91,9 @@ def _grid(size: int, step: int = 8) -> np.ndarray:
     return np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
 
 
-def _in_mask(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """(N,) bool: the rounded points lie inside ``mask`` (False outside it or non-finite)."""
-    h, w = mask.shape
-    ok = np.isfinite(pts).all(1)
-    xi = np.round(np.nan_to_num(pts[:, 0])).astype(int)
-    yi = np.round(np.nan_to_num(pts[:, 1])).astype(int)
-    ok &= (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    ok[ok] = mask[yi[ok], xi[ok]]
-    return ok
-
-
 def _inside_fraction(fov: np.ndarray, H: np.ndarray, size: int) -> float:
     """Fraction of a sparse grid of crop pixels (through H, crop -> image) inside ``fov``."""
-    return float(_in_mask(fov, transform_points(H, _grid(size))).mean())
+    return float(points_in_mask(fov, transform_points(H, _grid(size))).mean())
 
 
 def _overlap_fraction(fov: np.ndarray, from1: np.ndarray, H: np.ndarray, size: int) -> float:
@@ -112,7 +101,7 @@ def _overlap_fraction(fov: np.ndarray, from1: np.ndarray, H: np.ndarray, size: i
     pts = _grid(size)
     q = transform_points(H, pts)
     in_crop2 = np.isfinite(q).all(1) & (q >= -0.5).all(1) & (q < size - 0.5).all(1)
-    return float((in_crop2 & _in_mask(fov, transform_points(from1, pts))).mean())
+    return float((in_crop2 & points_in_mask(fov, transform_points(from1, pts))).mean())
 
 
 class PairSampler:
