@@ -1,10 +1,11 @@
 """Compare inference settings of the default detector on held-out synthetic pairs.
 
-This is how ``feature2d.MODEL_DEFAULTS["fast"]`` was chosen (docs/benchmarks.md,
-"Choosing the defaults"): every setting registers the same pairs with ``register()``
-(MAGSAC++) and is scored with the Registration Score. Run from the repository root::
+This is how the ``fast`` model's defaults in ``fundusfeat/models.py`` were chosen
+(docs/benchmarks.md, "Choosing the defaults"): every setting registers the same pairs
+with ``register()`` and is scored with the Registration Score. Run from the repository
+root::
 
-    python examples/sweep_defaults.py --seed 1 --presets easy,hard
+    python examples/sweep_defaults.py --seed 1 --presets easy,hard,eye
 
 Use a seed other than the benchmark's (0), so the benchmark does not grade its own
 tuning.
@@ -16,19 +17,20 @@ import argparse
 import functools
 
 import fundusfeat
+from fundusfeat.evaluation.presets import preset_pairs
 from fundusfeat.evaluation.report import summarize
 from fundusfeat.evaluation.runner import run_evaluation
-from fundusfeat.evaluation.synthetic import synthetic_pairs
 from fundusfeat.imageio import expand_image_args
 
 SETTINGS = {
-    "FOV 1000, 5 levels 1..1/2": dict(target_diameter=1000.0, min_scale=0.5),
-    "FOV 1000, 1 level": dict(target_diameter=1000.0, min_scale=1.0),
-    "FOV 880, 1 level": dict(target_diameter=880.0, min_scale=1.0),
-    "FOV 768, 1 level": dict(target_diameter=768.0, min_scale=1.0),
-    "FOV 768, 2 levels 1, 2/3": dict(target_diameter=768.0, min_scale=0.66, scale_f=1.5),
+    "FOV 1000": dict(target_diameter=1000.0, scale_tolerance=0.0),
+    "FOV 880": dict(target_diameter=880.0, scale_tolerance=0.0),
+    "FOV 768": dict(target_diameter=768.0, scale_tolerance=0.0),
+    "FOV 768, 1 within 10 %": dict(target_diameter=768.0, scale_tolerance=0.1),
+    "FOV 640, 1 within 10 %": dict(target_diameter=640.0, scale_tolerance=0.1),
 }
-"""Settings compared (keyword arguments of ``R2D2Fundus.create``; thresholds 0.5)."""
+"""Settings compared (keyword arguments of ``R2D2Fundus.create``; one scale, thresholds
+0.5)."""
 
 
 def main() -> None:
@@ -36,7 +38,7 @@ def main() -> None:
     parser.add_argument(
         "--images", nargs="+", default=["training/splits/val.txt", "../shared/data/retina.jpg"]
     )
-    parser.add_argument("--presets", default="easy,hard")
+    parser.add_argument("--presets", default="easy,hard,eye")
     parser.add_argument("--pairs", type=int, default=36)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -48,7 +50,7 @@ def main() -> None:
     print("| preset | setting | AUC | median px | failed | s/pair |")
     print("|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
-        pairs = synthetic_pairs(images, preset, args.pairs, seed=args.seed)
+        pairs = preset_pairs(images, preset, args.pairs, seed=args.seed)
         for report in summarize(run_evaluation(pairs, methods)):
             score = report.scores.pooled
             failed = sum(not r.success for r in report.results)

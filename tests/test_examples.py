@@ -63,3 +63,11 @@ def test_batch_benchmark_runs_both_modes(monkeypatch, tmp_path, capsys):
     assert _run(monkeypatch, "batch_benchmark.py", *args, "--folder", str(tmp_path)) == 0
     out = capsys.readouterr().out
     assert "loop:" in out and "batch:" in out and "rows identical: True" in out
+
+
+def test_warp_with_transform_example(monkeypatch, tmp_path, capsys):
+    assert _run(monkeypatch, "warp_with_transform.py", "--out", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "model homography" in out and '"matrix"' in out
+    assert cv2.imread(str(tmp_path / "registered.png")).shape == (768, 768, 3)
+    assert cv2.imread(str(tmp_path / "overlay_crop.png")).shape == (512, 512, 3)

@@ -27,11 +27,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from fundusfeat.evaluation.eye import eye_pairs
 from fundusfeat.evaluation.impostors import ROTATION_TOLERANCE, impostor_pairs
 from fundusfeat.evaluation.metrics import pair_error
+from fundusfeat.evaluation.presets import preset_pairs
 from fundusfeat.evaluation.runner import result_transform
-from fundusfeat.evaluation.synthetic import synthetic_pairs
 from fundusfeat.imageio import expand_image_args
 from fundusfeat.verification import FEATURES, Calibration
 
@@ -63,13 +62,8 @@ def collect(
         labels.append(1.0 if right else 0.0)
         names.append(name)
 
-    for preset in ("easy", "hard"):
-        for pair in synthetic_pairs(images, preset, true_pairs, seed):
-            result = register(*pair.load())
-            error = pair_error(result_transform(result), pair.points_fixed, pair.points_moving)
-            add(result, error <= RIGHT_PX, f"{preset}:{pair.name}")
-    for preset in ("eye", "eye-hard"):
-        for pair in eye_pairs(images, preset, true_pairs, seed):
+    for preset in ("easy", "hard", "eye", "eye-hard"):
+        for pair in preset_pairs(images, preset, true_pairs, seed):
             result = register(*pair.load())
             error = pair_error(result_transform(result), pair.points_fixed, pair.points_moving)
             add(result, error <= RIGHT_PX, f"{preset}:{pair.name}")

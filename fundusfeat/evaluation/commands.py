@@ -18,7 +18,7 @@ from typing import Any
 
 from fundusfeat import imageio as images
 from fundusfeat.argtypes import positive_int, positive_int_list
-from fundusfeat.evaluation import bench, eye, impostors, peers, plot, report, synthetic
+from fundusfeat.evaluation import bench, impostors, peers, plot, presets, report
 from fundusfeat.evaluation.fire import load_fire
 from fundusfeat.evaluation.pipeline import pipeline_table, time_pipelines
 from fundusfeat.evaluation.runner import oracle_results, run_evaluation
@@ -89,7 +89,7 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--preset",
-        choices=sorted({*synthetic.PRESETS, *eye.EYE_PRESETS}),
+        choices=presets.NAMES,
         default="hard",
         help="synthetic pairs: homography presets easy/hard, eye-model presets eye/eye-hard "
         "(default hard)",
@@ -131,8 +131,7 @@ def _evaluation_pairs(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     if args.fire is not None:
         return load_fire(args.fire), {"dataset": "FIRE", "root": str(args.fire)}
     paths = images.expand_image_args(args.synthetic)
-    make = eye.eye_pairs if args.preset in eye.EYE_PRESETS else synthetic.synthetic_pairs
-    pairs = make(paths, args.preset, args.pairs, args.seed)
+    pairs = presets.preset_pairs(paths, args.preset, args.pairs, args.seed)
     meta = {
         "dataset": "synthetic",
         "preset": args.preset,

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Every table of docs/benchmarks.md, regenerated: run from the repository root with
+# ../shared beside it (the held-out images: training/splits/val.txt and retina.jpg).
+# Results go to results/<name>/ (results.md, results.json, ...). Stop other jobs first:
+# the speed rows need the machine to themselves.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+HELD_OUT=(training/splits/val.txt ../shared/data/retina.jpg)
+export OMP_NUM_THREADS=2
+
+# how the inference defaults were chosen: seed-1 pairs (not the benchmark's seed 0)
+python examples/sweep_defaults.py --seed 1 --presets easy,hard,eye > results/sweep.md
+
+# accuracy: homography presets (both estimators), eye-model presets, full size and 768 px
+fundusfeat evaluate --synthetic "${HELD_OUT[@]}" --preset hard --pairs 36 --seed 0 --quiet \
+  --methods sift,sift-clahe,orb,akaze,r2d2fundus --estimator magsac --out results/hard-magsac
+fundusfeat evaluate --synthetic "${HELD_OUT[@]}" --preset hard --pairs 36 --seed 0 --quiet \
+  --methods sift-clahe,r2d2fundus --estimator ransac --out results/hard-ransac
+for preset in easy eye eye-hard; do
+  fundusfeat evaluate --synthetic "${HELD_OUT[@]}" --preset "$preset" --pairs 36 --seed 0 \
+    --quiet --methods sift-clahe,r2d2fundus --out "results/$preset"
+  fundusfeat evaluate --synthetic "${HELD_OUT[@]}" --preset "$preset" --pairs 36 --seed 0 \
+    --quiet --methods sift-clahe,r2d2fundus --size 768 --out "results/$preset-768"
+done
+for preset in eye eye-hard; do
+  fundusfeat evaluate --synthetic "${HELD_OUT[@]}" --preset "$preset" --pairs 36 --seed 0 \
+    --quiet --methods r2d2fundus --transform homography --out "results/$preset-homography"
+done
+
+# the hard preset's calibration: SIFT-CLAHE with RANSAC on 2 x 72 pairs
+for seed in 0 1; do
+  fundusfeat evaluate --synthetic "${HELD_OUT[@]}" --preset hard --pairs 72 --seed "$seed" \
+    --quiet --methods sift-clahe --estimator ransac --out "results/calibration-seed$seed"
+done
+
+# verification: impossible pairs of the held-out images
+fundusfeat evaluate --impostors "${HELD_OUT[@]}" --methods r2d2fundus --quiet \
+  --out results/impostors
+
+# speed: detection, a whole registration against the classical pipeline, shift repeatability
+fundusfeat bench "${HELD_OUT[@]}" --device cpu --sizes 768,1152 --threads 2 --repeat 3 \
+  --methods sift,sift-clahe,r2d2fundus --profile --pipeline --shift --quiet --out results/bench
+
+# datasets: 84 pairs over 24 images (loop vs batch), then 1008 pairs (batch only, memory)
+python examples/batch_benchmark.py --eyes 3 --visits 8 > results/batch-84.txt
+python examples/batch_benchmark.py --eyes 36 --visits 8 --modes batch > results/batch-1008.txt
