@@ -134,3 +134,34 @@ def test_evaluate_learned_method_runs(image_path, capsys):
     assert args.func(args) == 0
     (method,) = json.loads(capsys.readouterr().out)["methods"]
     assert method["method"] == "r2d2fundus" and len(method["pairs"]) == 1
+
+
+def test_evaluate_eye_preset_reports_the_oracle(tmp_path, image_path, capsys):
+    args = _parse(
+        "evaluate", "--synthetic", str(image_path), "--preset", "eye", "--pairs", "1",
+        "--methods", "sift-clahe", "--json", "--quiet", "--transform", "homography",
+    )  # fmt: skip
+    assert args.func(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    methods = {m["method"]: m for m in data["methods"]}
+    assert set(methods) == {"sift-clahe", "oracle-homography"}
+    assert data["meta"]["transform"] == "homography" and data["meta"]["preset"] == "eye"
+    oracle = methods["oracle-homography"]["pairs"][0]
+    assert oracle["model"] == "homography" and oracle["error_px"] != "inf"
+
+
+def test_evaluate_impostors(tmp_path, image_path, make_fundus, capsys):
+    other = tmp_path / "other.png"  # another "eye": a synthetic fundus with other vessels
+    cv2.imwrite(str(other), make_fundus(384, 384, 370.0, seed=3))
+    args = _parse(
+        "evaluate", "--impostors", str(image_path), str(other), "--methods", "sift",
+        "--quiet", "--out", str(tmp_path / "imp"),
+    )  # fmt: skip
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "| sift |" in text and "max confidence" in text and "[0.99, 1]" in text
+    data = json.loads((tmp_path / "imp" / "impostors.json").read_text())
+    kinds = {r["kind"] for r in data["results"]}
+    assert kinds == {"different", "mirrored", "mirror-self", "crops", "rotations"}
+    assert len(data["results"]) == 2 + 2 + 2 + 8 + 6
+    assert all(not r["false_success"] for r in data["results"] if r["kind"] != "rotations")
