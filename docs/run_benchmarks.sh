@@ -45,3 +45,6 @@ fundusfeat bench "${HELD_OUT[@]}" --device cpu --sizes 768,1152 --threads 2 --re
 # datasets: 84 pairs over 24 images (loop vs batch), then 1008 pairs (batch only, memory)
 python examples/batch_benchmark.py --eyes 3 --visits 8 > results/batch-84.txt
 python examples/batch_benchmark.py --eyes 36 --visits 8 --modes batch > results/batch-1008.txt
+
+# the cross-check matcher: one pass against two, and cv2
+python examples/matcher_speed.py --n 5000 --threads 2 > results/matcher.txt

@@ -71,3 +71,9 @@ def test_warp_with_transform_example(monkeypatch, tmp_path, capsys):
     assert "model homography" in out and '"matrix"' in out
     assert cv2.imread(str(tmp_path / "registered.png")).shape == (768, 768, 3)
     assert cv2.imread(str(tmp_path / "overlay_crop.png")).shape == (512, 512, 3)
+
+
+def test_matcher_speed_example(monkeypatch, capsys):
+    assert _run(monkeypatch, "matcher_speed.py", "--n", "300", "--repeat", "1") == 0
+    out = capsys.readouterr().out
+    assert "identical to two passes: True; identical to cv2: True" in out
