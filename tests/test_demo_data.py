@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,7 +16,6 @@ from fundusfeat.demo import (
     mean_corner_error,
 )
 
-SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "retina.jpg"
 DATA = resources.files("fundusfeat") / "data"
 
 
@@ -43,9 +41,12 @@ def test_regenerating_gives_the_stored_homography(pair):
     assert np.abs(b.astype(float) - img2.astype(float)).mean() < 3.0
 
 
-@pytest.mark.skipif(not SOURCE.is_file(), reason="../shared/data/retina.jpg not beside the repo")
-def test_view_a_is_the_resized_source(pair):
-    a, _, _ = make_demo_pair(cv2.imread(str(SOURCE)))
+def test_view_a_is_the_source_resized_to_demo_size(pair):
+    """A larger source is brought down to DEMO_SIZE (the shipped view A came from the
+    1411 px retina.jpg this way); the round trip through an enlargement stays close."""
+    big = cv2.resize(pair[0], (1411, 1411), interpolation=cv2.INTER_CUBIC)
+    a, _, _ = make_demo_pair(big)
+    assert a.shape == pair[0].shape
     assert np.abs(a.astype(float) - pair[0].astype(float)).mean() < 2.0
 
 
