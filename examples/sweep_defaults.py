@@ -23,14 +23,18 @@ from fundusfeat.evaluation.runner import run_evaluation
 from fundusfeat.imageio import expand_image_args
 
 SETTINGS = {
-    "FOV 1000": dict(target_diameter=1000.0, scale_tolerance=0.0),
-    "FOV 880": dict(target_diameter=880.0, scale_tolerance=0.0),
-    "FOV 768": dict(target_diameter=768.0, scale_tolerance=0.0),
-    "FOV 768, 1 within 10 %": dict(target_diameter=768.0, scale_tolerance=0.1),
-    "FOV 640, 1 within 10 %": dict(target_diameter=640.0, scale_tolerance=0.1),
+    "FOV 1000": (dict(target_diameter=1000.0, scale_tolerance=0.0), {}),
+    "FOV 880": (dict(target_diameter=880.0, scale_tolerance=0.0), {}),
+    "FOV 768": (dict(target_diameter=768.0, scale_tolerance=0.0), {}),
+    "FOV 768, 1 within 10 %": (dict(target_diameter=768.0, scale_tolerance=0.1), {}),
+    "FOV 768, 1 within 10 %, all keypoints matched globally": (
+        dict(target_diameter=768.0, scale_tolerance=0.1),
+        dict(global_keypoints=None),
+    ),
+    "FOV 640, 1 within 10 %": (dict(target_diameter=640.0, scale_tolerance=0.1), {}),
 }
-"""Settings compared (keyword arguments of ``R2D2Fundus.create``; one scale, thresholds
-0.5)."""
+"""Settings compared: keyword arguments of ``R2D2Fundus.create`` (one scale, thresholds
+0.5) and of ``register``."""
 
 
 def main() -> None:
@@ -44,8 +48,10 @@ def main() -> None:
     args = parser.parse_args()
     images = expand_image_args(args.images)
     methods = {
-        name: functools.partial(fundusfeat.register, detector=fundusfeat.R2D2Fundus.create(**kw))
-        for name, kw in SETTINGS.items()
+        name: functools.partial(
+            fundusfeat.register, detector=fundusfeat.R2D2Fundus.create(**detector), **options
+        )
+        for name, (detector, options) in SETTINGS.items()
     }
     print("| preset | setting | AUC | median px | failed | s/pair |")
     print("|---|---|---|---|---|---|")
