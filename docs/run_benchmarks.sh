@@ -48,3 +48,7 @@ python examples/batch_benchmark.py --eyes 36 --visits 8 --modes batch > results/
 
 # the cross-check matcher: one pass against two, and cv2
 python examples/matcher_speed.py --n 5000 --threads 2 > results/matcher.txt
+
+# the verification across presets and impostors
+python examples/verification_summary.py --method r2d2fundus --impostors results/impostors \
+  --true results/easy results/hard-magsac results/eye results/eye-hard > results/verification.md

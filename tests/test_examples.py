@@ -77,3 +77,20 @@ def test_matcher_speed_example(monkeypatch, capsys):
     assert _run(monkeypatch, "matcher_speed.py", "--n", "300", "--repeat", "1") == 0
     out = capsys.readouterr().out
     assert "identical to two passes: True; identical to cv2: True" in out
+
+
+def test_verification_summary(monkeypatch, tmp_path, image_path, make_fundus, capsys):
+    from fundusfeat.cli import main
+
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), make_fundus(384, 384, 370.0, seed=3))
+    common = ["--methods", "sift", "--quiet"]
+    assert main(["evaluate", "--synthetic", str(image_path), "--preset", "easy", "--pairs",
+                 "2", *common, "--out", str(tmp_path / "easy")]) == 0  # fmt: skip
+    assert main(["evaluate", "--impostors", str(image_path), str(other), *common,
+                 "--out", str(tmp_path / "imp")]) == 0  # fmt: skip
+    capsys.readouterr()
+    args = ["--method", "sift", "--true", str(tmp_path / "easy"), "--impostors"]
+    assert _run(monkeypatch, "verification_summary.py", *args, str(tmp_path / "imp")) == 0
+    out = capsys.readouterr().out
+    assert "/2 refused" in out and "/20 accepted" in out and "margin:" in out

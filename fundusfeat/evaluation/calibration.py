@@ -127,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--impostors", type=int, default=192)
     args = parser.parse_args(argv)
     images = expand_image_args(args.images)
-    register = functools.partial(fundusfeat.register, threshold=0.0)
+    # no threshold and the fewest inliers a homography needs: every pair that reaches the
+    # verification at all (impostors mostly fail before it) teaches the calibration
+    register = functools.partial(fundusfeat.register, threshold=0.0, min_inliers=4)
     x, y, names = collect(register, images, args.true_pairs, args.impostors)
     source = (
         f"python -m fundusfeat.evaluation.calibration ({len(y)} training-image pairs: "
