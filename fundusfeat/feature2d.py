@@ -88,6 +88,7 @@ class R2D2Fundus:
         backend: str = "torch",
         nms_size: int | None = None,
         scale_tolerance: float | None = None,
+        max_upscale: float | None = None,
     ) -> R2D2Fundus:
         """Create a detector; every setting left as None is the model's default.
 
@@ -114,6 +115,7 @@ class R2D2Fundus:
                 OpenCV's DNN module on the CPU; needs the ``onnx`` package to export).
             nms_size: side of the non-maximum suppression window in level pixels (odd).
             scale_tolerance: working scales within this fraction of 1 are taken as 1.
+            max_upscale: the largest enlargement to the working scale (>= 1).
 
         Raises:
             TypeError, ValueError: an invalid argument (the message names it).
@@ -130,6 +132,7 @@ class R2D2Fundus:
             "keypoint_size": keypoint_size,
             "nms_size": nms_size,
             "scale_tolerance": scale_tolerance,
+            "max_upscale": max_upscale,
         }
         settings = {k: v for k, v in given.items() if v is not None}
         if isinstance(target_diameter, str):

@@ -71,9 +71,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="fast-v1",
             network=FastNetV1,
-            defaults=DetectorConfig(
-                target_diameter=880.0, rep_thr=0.5, rel_thr=0.5, min_scale=1.0, scale_tolerance=0.0
-            ),
+            defaults=DetectorConfig(target_diameter=880.0, max_upscale=2.0, scale_tolerance=0.0),
             weights="fast_v1_fundus.pt",
             sha256="c9252d1db4322fbac8300957a3e06e2a054633c908a1ebb0b792d50523924793",
             trained=True,
@@ -84,7 +82,12 @@ MODELS: dict[str, ModelSpec] = {
             network=R2D2Net,
             # the paper's inference: FOV 750 px, pyramid 1 .. 1/3 by 2**0.25, thresholds 0.7
             defaults=DetectorConfig(
-                target_diameter=750.0, rep_thr=0.7, rel_thr=0.7, min_scale=1.0 / 3.0
+                target_diameter=750.0,
+                max_upscale=2.0,
+                scale_tolerance=0.0,
+                rep_thr=0.7,
+                rel_thr=0.7,
+                min_scale=1.0 / 3.0,
             ),
             weights="r2d2_fundus.pt",
             sha256="a26cbd4cd9924561f699dfd450ec48f5a0130bf2f7c8b06bead5fa371d5ac5ba",

@@ -28,9 +28,6 @@ from fundusfeat.network import IMAGE_MEAN, IMAGE_STD
 MIN_IMAGE_SIDE = 16
 """Smallest accepted image height/width in pixels."""
 
-MAX_UPSCALE = 2.0
-"""Largest working scale: small images are enlarged at most this much."""
-
 UINT16_BIT_DEPTHS = (8, 10, 12, 14, 16)
 """Bit depths recognised in uint16 images (see :func:`uint16_bit_depth`)."""
 
@@ -218,7 +215,7 @@ def normalize_rgb(
 def working_scale(
     fov_diameter: float,
     target_diameter: float,
-    max_upscale: float = MAX_UPSCALE,
+    max_upscale: float = 2.0,
     tolerance: float = 0.0,
 ) -> float:
     """Resize factor that brings a FOV of ``fov_diameter`` px to ``target_diameter`` px.

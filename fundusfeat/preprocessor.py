@@ -72,9 +72,9 @@ def prepare(
 
     The keypoint region is the estimated field of view (``config.fov``) AND the mask.
     The working scale brings the FOV diameter (else ``max(H, W)``) to
-    ``config.target_diameter`` (at most :data:`~fundusfeat.preprocess.MAX_UPSCALE`
-    enlargement, 1 within ``config.scale_tolerance``, and never so small that the
-    shorter side falls below :data:`~fundusfeat.preprocess.MIN_IMAGE_SIDE` px).
+    ``config.target_diameter`` (at most ``config.max_upscale`` enlargement, 1 within
+    ``config.scale_tolerance``, and never so small that the shorter side falls below
+    :data:`~fundusfeat.preprocess.MIN_IMAGE_SIDE` px).
 
     Args:
         image: the caller's image (see :func:`~fundusfeat.preprocess.validate_image`).
@@ -97,7 +97,9 @@ def prepare(
     scale = 1.0
     if config.target_diameter is not None:
         diameter = fov.diameter if fov is not None else float(max(h, w))
-        scale = working_scale(diameter, config.target_diameter, tolerance=config.scale_tolerance)
+        scale = working_scale(
+            diameter, config.target_diameter, config.max_upscale, config.scale_tolerance
+        )
         scale = max(scale, MIN_IMAGE_SIDE / min(h, w))
     work, factors = resize_image(img, scale)
     norm = normalisation or Normalisation()

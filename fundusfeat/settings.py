@@ -29,6 +29,8 @@ class DetectorConfig:
         fov: restrict keypoints to the estimated field of view and normalise the scale
             by its diameter (else by ``max(H, W)``).
         target_diameter: FOV diameter in px at the working scale; None = no resize.
+        max_upscale: the largest enlargement to the working scale (1 = images smaller
+            than the working size keep their own size).
         scale_tolerance: a working scale within this fraction of 1 is taken as 1, so an
             image already near the working size is not resampled (which would only blur
             it and move its pixels off their grid).
@@ -45,8 +47,9 @@ class DetectorConfig:
     min_scale: float = 1.0
     max_scale: float = 1.0
     fov: bool = True
-    target_diameter: float | None = 880.0
-    scale_tolerance: float = 0.0
+    target_diameter: float | None = 1000.0
+    max_upscale: float = 1.0
+    scale_tolerance: float = 0.1
     border: int = 8
     keypoint_size: float = 8.0
     nms_size: int = 3
@@ -73,6 +76,8 @@ class DetectorConfig:
             raise ValueError(
                 f"target_diameter must be a finite number > 0 or None, got {diameter!r}"
             )
+        if not _is_real(self.max_upscale) or not self.max_upscale >= 1.0:
+            raise ValueError(f"max_upscale must be a number >= 1, got {self.max_upscale!r}")
         if not _is_real(self.scale_tolerance) or not 0.0 <= self.scale_tolerance < 1.0:
             raise ValueError(f"scale_tolerance must be in [0, 1), got {self.scale_tolerance!r}")
         if not _is_int(self.nms_size) or self.nms_size < 1 or self.nms_size % 2 == 0:
