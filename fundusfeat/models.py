@@ -63,19 +63,20 @@ MODELS: dict[str, ModelSpec] = {
             name="fast",
             network=FastNet,
             defaults=DetectorConfig(),
-            weights=None,
-            sha256=None,
-            trained=False,
+            weights="fast_fundus.pt",
+            sha256="7e4b5dfc03948bc7a9b1b584bc0b75239000095f414052e08375c4f3de7c6494",
+            trained=True,
             summary="CPU-fast, shift-equivariant network (stride-8 descriptors)",
         ),
         ModelSpec(
             name="fast-v1",
             network=FastNetV1,
             defaults=DetectorConfig(target_diameter=880.0, max_upscale=2.0, scale_tolerance=0.0),
-            weights="fast_v1_fundus.pt",
-            sha256="c9252d1db4322fbac8300957a3e06e2a054633c908a1ebb0b792d50523924793",
-            trained=True,
-            summary="the first CPU-fast network (keypoints lock to its stride-8 grid)",
+            weights=None,  # training/checkpoints/fast_v1_27500.pt: the fast model's start
+            sha256=None,
+            trained=False,
+            summary="the first CPU-fast network (keypoints lock to its stride-8 grid; "
+            "weights in training/checkpoints, not shipped)",
         ),
         ModelSpec(
             name="r2d2",

