@@ -61,6 +61,33 @@ def test_resume_continues_counters_and_matches_uninterrupted(tmp_path: Path) -> 
         assert torch.allclose(resumed.net.state_dict()[k], v, atol=1e-5), k
 
 
+def _scheduled(tmp_path: Path, steps: int):
+    cfg = _smoke(tmp_path, steps=steps, val_every=0, log_every=1)
+    return dataclasses.replace(
+        cfg, optim=dataclasses.replace(cfg.optim, lr=1e-3, lr_milestones=(2, 3), lr_gamma=0.5)
+    )
+
+
+def test_lr_schedule_follows_the_step_count_across_a_resume(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    full = Trainer(_scheduled(tmp_path / "full", 4))
+    full.fit(progress=seen.append)
+    assert [s["lr"] for s in seen if "lr" in s] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
+    Trainer(_scheduled(tmp_path / "part", 2)).fit()
+    resumed = Trainer(_scheduled(tmp_path / "part", 4), resume=tmp_path / "part" / "last.pt")
+    resumed.fit()
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+    for k, v in full.net.state_dict().items():
+        assert torch.allclose(resumed.net.state_dict()[k], v, atol=1e-5), k
+
+
+def test_lr_schedule_is_validated() -> None:
+    with pytest.raises(ValueError, match="lr_milestones"):
+        config_from_dict({"optim": {"lr_milestones": [5, 3]}})
+    with pytest.raises(ValueError, match="lr_gamma"):
+        config_from_dict({"optim": {"lr_gamma": 0.0}})
+
+
 def test_validation_reports_accuracy(tmp_path: Path) -> None:
     seen: list[dict] = []
     Trainer(_smoke(tmp_path, steps=4, val_every=2)).fit(progress=seen.append)

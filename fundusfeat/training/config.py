@@ -117,12 +117,24 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Adam settings; ``micro_batch`` < ``batch_pairs`` accumulates gradients."""
+    """Adam settings; ``micro_batch`` < ``batch_pairs`` accumulates gradients.
+
+    The learning rate is ``lr * lr_gamma ** k`` where ``k`` is the number of
+    ``lr_milestones`` (optimiser steps) already reached, as in
+    ``torch.optim.lr_scheduler.MultiStepLR``; it is a function of the step count, so a
+    resumed run follows the same schedule, and the config (not the checkpoint) decides it.
+    """
 
     lr: float = 1e-4
     weight_decay: float = 5e-4
     batch_pairs: int = 8
     micro_batch: int = 8
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based)."""
+        return self.lr * self.lr_gamma ** sum(step >= m for m in self.lr_milestones)
 
 
 @dataclass(frozen=True)
@@ -211,6 +223,12 @@ def _validate(cfg: TrainConfig) -> None:
         (cfg.loss.loc_window >= 2, "loss.loc_window must be >= 2"),
         (cfg.loss.loc_temperature > 0, "loss.loc_temperature must be positive"),
         (cfg.optim.lr > 0, "optim.lr must be positive"),
+        (0 < cfg.optim.lr_gamma <= 1, "optim.lr_gamma must be in (0, 1]"),
+        (
+            all(m >= 1 for m in cfg.optim.lr_milestones)
+            and list(cfg.optim.lr_milestones) == sorted(set(cfg.optim.lr_milestones)),
+            "optim.lr_milestones: increasing positive steps",
+        ),
         (cfg.optim.batch_pairs >= 1, "optim.batch_pairs must be >= 1"),
         (
             1 <= cfg.optim.micro_batch <= cfg.optim.batch_pairs

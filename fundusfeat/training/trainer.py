@@ -200,6 +200,9 @@ class Trainer:
         """One optimiser step over ``batch_pairs`` pairs (accumulated micro-batches)."""
         cfg = self.cfg
         self.model.train()
+        lr = cfg.optim.lr_at(self.state.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         chunks = cfg.optim.batch_pairs // cfg.optim.micro_batch
         totals: dict[str, float] = {}
@@ -217,6 +220,7 @@ class Trainer:
             self.optimizer.step()
         self.state.step += 1
         self.state.pairs_seen += cfg.optim.batch_pairs * self.world
+        totals["lr"] = lr
         return totals
 
     def _grads(self) -> list[torch.Tensor]:
