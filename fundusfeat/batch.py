@@ -19,7 +19,10 @@ FIRE-style folders and montages, where one image appears in many pairs:
 - **Parallel.** ``workers=N`` runs N processes on one machine (torch threads split
   evenly); ``dask="local:N"`` starts a ``dask.distributed.LocalCluster`` and
   ``dask="tcp://host:port"`` uses an existing scheduler (the optional ``dask`` extra);
-  the cache must then be on storage every worker sees.
+  the cache must then be on storage every worker sees. The rows equal a serial run's
+  bit for bit when the torch thread count per detection is the same; with a different
+  count, some CPUs (oneDNN on AMX) sum convolutions in another order, and H can differ
+  in its last float32 digits.
 
 Bad input (a missing file, an unreadable image, a malformed row) becomes a row with
 ``success=False`` and the reason; the run goes on.
@@ -381,6 +384,17 @@ class _Processes:
         self.limit.restore()
 
 
+def _with_threads(threads: int | None, fn: Callable, *args: Any) -> Any:
+    """``fn(*args)`` with ``threads`` torch threads (a Dask nanny starts its workers with
+    one thread whatever the environment says; None keeps the worker's setting)."""
+    if threads is not None:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return fn(*args)
+
+
 class _Dask:
     """Tasks on a Dask cluster: ``local:N`` (a LocalCluster of N single-threaded worker
     processes) or the address of a running scheduler."""
@@ -390,11 +404,12 @@ class _Dask:
             from dask.distributed import Client, LocalCluster
         except ImportError as err:  # the optional extra
             raise BatchInputError("dask is not installed: pip install fundusfeat[dask]") from err
-        self.cluster, self.limit = None, None
+        self.cluster, self.limit, self.threads = None, None, None
         match = re.fullmatch(r"local:(\d+)", address)
         if match:
             n = int(match.group(1))
-            self.limit = _ThreadLimit(max(1, (os.cpu_count() or n) // n))
+            self.threads = max(1, (os.cpu_count() or n) // n)
+            self.limit = _ThreadLimit(self.threads)
             self.cluster = LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,
@@ -409,7 +424,10 @@ class _Dask:
     def map_unordered(self, fn: Callable, items: Sequence[tuple]) -> Iterable[tuple[Any, Any]]:
         from dask.distributed import as_completed as dask_completed
 
-        futures = {self.client.submit(fn, self.job, *item, pure=False): item for item in items}
+        futures = {
+            self.client.submit(_with_threads, self.threads, fn, self.job, *item, pure=False): item
+            for item in items
+        }
         for future in dask_completed(futures):
             yield futures[future], future.result()
 
