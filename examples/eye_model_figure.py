@@ -7,7 +7,9 @@ model choice, and compares both with the *oracle* homography (the best homograph
 exists for the pair, fitted to the true correspondences). It prints each transform's
 mean control-point error and its worst residual over the overlap, and writes a figure of
 full-resolution overlay crops (green: image 1; magenta: image 2 warped into image 1's
-frame; grey: aligned) at the place where the estimated homography is worst.
+frame; grey: aligned) at the place where the estimated homography is worst, and a second
+figure of the residual over the whole overlap (how far the oracle homography and the
+chosen model land from the true correspondent of each pixel).
 
 Usage::
 
@@ -60,6 +62,34 @@ def panel(pair, transform: Transform, centre: tuple[float, float], label: str) -
     return crop
 
 
+def residual_image(transform: Transform, pair, label: str, step: int = 8) -> np.ndarray:
+    """A colour map over image 1 of ``||T(p) - true(p)||`` (px), black outside the
+    overlap, with ``label`` and the colour scale (0 .. the maximum) written on it."""
+    h, w = pair.image1.shape[:2]
+    grid, residuals = residual_map(transform, pair, step)
+    cells = np.full((h // step + 1, w // step + 1), np.nan)
+    cells[(grid[:, 1] // step).astype(int), (grid[:, 0] // step).astype(int)] = residuals
+    top = float(np.nanmax(cells))
+    scaled = np.nan_to_num(255 * cells / max(top, 1e-9), nan=0).astype(np.uint8)
+    colour = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)
+    colour[np.isnan(cells)] = 0
+    colour = cv2.resize(colour, (w, h), interpolation=cv2.INTER_NEAREST)
+    colour = cv2.resize(colour, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    cv2.rectangle(colour, (0, 0), (colour.shape[1], 58), (0, 0, 0), -1)
+    for row, text in enumerate((label, f"residual 0 (blue) .. {top:.1f} px (red)")):
+        cv2.putText(
+            colour,
+            text,
+            (8, 22 + 26 * row),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.6,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
+    return colour
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("image", nargs="?", help="a colour fundus photograph (default: demo)")
@@ -104,6 +134,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "eye_model_overlay.png"
     cv2.imwrite(str(path), np.hstack(panels))
+    print(f"wrote {path}")
+    maps = [residual_image(t, pair, label) for label, t in (rows[0], rows[2])]
+    path = args.out / "eye_model_residuals.png"
+    cv2.imwrite(str(path), np.hstack(maps))
     print(f"wrote {path}")
     return 0
 
