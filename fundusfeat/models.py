@@ -64,7 +64,7 @@ MODELS: dict[str, ModelSpec] = {
             network=FastNet,
             defaults=DetectorConfig(),
             weights="fast_fundus.pt",
-            sha256="7e4b5dfc03948bc7a9b1b584bc0b75239000095f414052e08375c4f3de7c6494",
+            sha256="f67b86f17a5169c1cae7df5314b7e22806e13a4e2b50f441c9eccb04ea4b3f80",
             trained=True,
             summary="CPU-fast, shift-equivariant network (stride-8 descriptors)",
         ),

@@ -124,12 +124,12 @@ class Calibration:
 
 
 CALIBRATION = Calibration(
-    weights=(0.641, 0.505, 0.6549, 0.5464, -0.1831, -0.7011, 0.6045),
-    bias=3.2988,
-    mean=(5.9659, 0.56, -2.196, 0.6381, 0.7336, 0.1501, 0.6931),
-    scale=(1.6577, 0.2813, 1.6506, 0.2816, 0.1603, 1.9833, 0.3185),
-    source="python -m fundusfeat.evaluation.calibration (115 training-image pairs: 96 right, "
-    "19 wrong; 2026-12-01; fast-v1 weights)",
+    weights=(0.6843, 0.5687, 0.7082, 0.5649, -0.1258, -0.606, 0.6844),
+    bias=3.2207,
+    mean=(5.9844, 0.6467, -2.0811, 0.6081, 0.7179, -0.2198, 0.6879),
+    scale=(1.7697, 0.3307, 1.6519, 0.2877, 0.1673, 2.1441, 0.3324),
+    source="python -m fundusfeat.evaluation.calibration (116 training-image pairs: 96 right, "
+    "20 wrong; 2026-12-01; fast weights, step 5000)",
 )
 """The shipped calibration (see :mod:`fundusfeat.evaluation.calibration`)."""
 
