@@ -17,6 +17,20 @@ from hypothesis import HealthCheck, settings
 
 from fundusfeat import R2D2Fundus, models
 from fundusfeat.demo import load_demo_pair
+from fundusfeat.warps import PhotoRange
+
+NO_PHOTO = PhotoRange(
+    gamma=(1, 1),
+    gain=(1, 1),
+    contrast=(1, 1),
+    color=0.0,
+    hue_deg=0.0,
+    saturation=(1, 1),
+    illumination=0.0,
+    blur_sigma=0.0,
+    noise_sigma=0.0,
+)
+"""No photometric change at all: tests that compare geometry exactly."""
 
 PACKAGE_DATA = Path(__file__).resolve().parents[1] / "fundusfeat" / "data"
 """The embedded demo pair (retina_a.jpg, retina_b.jpg: skimage's CC0 retina photograph)."""

@@ -20,19 +20,8 @@ from fundusfeat.evaluation.eye import (
 )
 from fundusfeat.evaluation.metrics import pair_error
 from fundusfeat.fov import estimate_fov
-from fundusfeat.warps import PhotoRange
 
-NO_PHOTO = PhotoRange(
-    gamma=(1, 1),
-    gain=(1, 1),
-    contrast=(1, 1),
-    color=0.0,
-    hue_deg=0.0,
-    saturation=(1, 1),
-    illumination=0.0,
-    blur_sigma=0.0,
-    noise_sigma=0.0,
-)
+from .conftest import NO_PHOTO
 
 
 @pytest.fixture(scope="module")

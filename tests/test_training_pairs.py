@@ -11,19 +11,7 @@ from hypothesis import strategies as st
 from fundusfeat.training.pairs import PairSampler, TrainImage, load_train_image
 from fundusfeat.warps import PhotoRange, WarpRange, transform_points
 
-from .conftest import PACKAGE_DATA, synthetic_fundus
-
-NO_PHOTO = PhotoRange(
-    gamma=(1, 1),
-    gain=(1, 1),
-    contrast=(1, 1),
-    color=0,
-    hue_deg=0,
-    saturation=(1, 1),
-    illumination=0,
-    blur_sigma=0,
-    noise_sigma=0,
-)
+from .conftest import NO_PHOTO, PACKAGE_DATA, synthetic_fundus
 
 
 def _sampler(seed: int = 0, photo: PhotoRange = NO_PHOTO, crop: int = 96) -> PairSampler:

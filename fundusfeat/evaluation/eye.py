@@ -42,6 +42,8 @@ import numpy as np
 
 from fundusfeat.evaluation.pairs import EvalPair
 from fundusfeat.evaluation.synthetic import (
+    EASY_PHOTO,
+    HARD_PHOTO,
     HIGH_OVERLAP,
     named_preset,
     seeded_pairs,
@@ -119,7 +121,7 @@ EYE_PRESETS: dict[str, EyePreset] = {
             roll_deg=10.0,
             distortion=(-0.15, 0.15),
         ),
-        photo=PhotoRange(blur_sigma=0.8, noise_sigma=0.01),
+        photo=EASY_PHOTO,
         min_overlap=0.5,
     ),
     "eye-hard": EyePreset(
@@ -131,17 +133,7 @@ EYE_PRESETS: dict[str, EyePreset] = {
             roll_deg=15.0,
             distortion=(-0.15, 0.15),
         ),
-        photo=PhotoRange(
-            gamma=(0.7, 1.55),
-            gain=(0.48, 1.1),
-            contrast=(0.58, 1.0),
-            color=0.21,
-            hue_deg=8.0,
-            saturation=(0.6, 1.2),
-            illumination=0.42,
-            blur_sigma=2.1,
-            noise_sigma=0.032,
-        ),
+        photo=HARD_PHOTO,
         min_overlap=0.4,
     ),
 }
