@@ -5,7 +5,7 @@ eye paired) from held-out photographs, then
 
 1. ``--mode loop``: registers every pair with ``fundusfeat.register`` (each image read
    and detected again for every pair it is in);
-2. ``--mode batch``: ``fundusfeat.batch.register_dataset`` (each image detected once);
+2. ``--mode batch``: ``fundusfeat.pipeline.batch.register_dataset`` (each image detected once);
 
 and prints wall time and peak memory of each, each in a fresh process, plus whether the
 rows are identical. Run from the repository root::
@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 
 from fundusfeat.evaluation.cohort import make_cohort
-from fundusfeat.imageio import expand_image_args, read_image
+from fundusfeat.io.images import expand_image_args, read_image
 
 DEFAULT_SOURCES = ["training/splits/val.txt", "../shared/data/retina.jpg"]
 
@@ -37,7 +37,7 @@ DEFAULT_SOURCES = ["training/splits/val.txt", "../shared/data/retina.jpg"]
 def run_mode(mode: str, table: Path, out: Path) -> dict:
     """One measurement in this process (called in a fresh process by :func:`main`)."""
     import fundusfeat
-    from fundusfeat.batch import COLUMNS, read_pairs, register_dataset, result_row
+    from fundusfeat.pipeline.batch import COLUMNS, read_pairs, register_dataset, result_row
 
     detector = fundusfeat.R2D2Fundus.create()
     start = time.perf_counter()

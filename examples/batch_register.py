@@ -21,8 +21,8 @@ import argparse
 from pathlib import Path
 
 import fundusfeat
-from fundusfeat import models
-from fundusfeat.batch import register_dataset
+from fundusfeat.features import models
+from fundusfeat.pipeline.batch import register_dataset
 
 
 def main() -> int:

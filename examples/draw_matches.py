@@ -15,8 +15,8 @@ import argparse
 import cv2
 
 import fundusfeat
-from fundusfeat import models
-from fundusfeat.demo import load_demo_pair
+from fundusfeat.features import models
+from fundusfeat.io.demo import load_demo_pair
 
 
 def main() -> int:

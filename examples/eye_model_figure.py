@@ -26,12 +26,12 @@ import cv2
 import numpy as np
 
 import fundusfeat
-from fundusfeat import viz
-from fundusfeat.demo import load_demo_pair
 from fundusfeat.evaluation.eye import EYE_PRESETS, make_eye_pair
 from fundusfeat.evaluation.metrics import pair_error
-from fundusfeat.imageio import read_image
-from fundusfeat.transforms import Transform, homography_transform
+from fundusfeat.geometry.transforms import Transform, homography_transform, warp_to
+from fundusfeat.io import figures as viz
+from fundusfeat.io.demo import load_demo_pair
+from fundusfeat.io.images import read_image
 
 CROP = 320  # px of image 1 per panel, shown at full resolution
 
@@ -52,7 +52,7 @@ def residual_map(transform: Transform, pair, step: int = 8) -> tuple[np.ndarray,
 
 def panel(pair, transform: Transform, centre: tuple[float, float], label: str) -> np.ndarray:
     """The full-resolution overlay crop of ``pair`` registered by ``transform``."""
-    warped = viz.warp_to(pair.image2, transform, pair.image1.shape)
+    warped = warp_to(pair.image2, transform, pair.image1.shape)
     crop = viz.detail_crop(viz.overlay(pair.image1, warped), centre, CROP)
     crop = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     cv2.rectangle(crop, (0, 0), (crop.shape[1], 34), (0, 0, 0), -1)

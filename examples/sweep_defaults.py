@@ -20,7 +20,7 @@ import fundusfeat
 from fundusfeat.evaluation.presets import preset_pairs
 from fundusfeat.evaluation.report import summarize
 from fundusfeat.evaluation.runner import run_evaluation
-from fundusfeat.imageio import expand_image_args
+from fundusfeat.io.images import expand_image_args
 
 SETTINGS = {
     "FOV 1000 (the default)": ({}, {}),

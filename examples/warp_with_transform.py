@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 
 import fundusfeat
-from fundusfeat import viz
-from fundusfeat.demo import load_demo_pair
-from fundusfeat.imageio import read_image
+from fundusfeat.io import figures as viz
+from fundusfeat.io.demo import load_demo_pair
+from fundusfeat.io.images import read_image
 
 
 def main() -> int:

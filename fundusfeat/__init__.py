@@ -5,20 +5,30 @@ R2D2 network (Rivas-Villar et al. 2023) behind an OpenCV Feature2D-style interfa
     import fundusfeat
     det = fundusfeat.R2D2Fundus.create()
     kps, desc = det.detectAndCompute(img, None)
+    res = fundusfeat.register(img1, img2)
+
+The package by layer: :mod:`fundusfeat.features` (the detector), :mod:`fundusfeat.geometry`
+(transforms, matching, estimation, verification), :mod:`fundusfeat.pipeline` (pairs,
+datasets), :mod:`fundusfeat.io` (images in, figures out), :mod:`fundusfeat.cli`,
+:mod:`fundusfeat.evaluation` and :mod:`fundusfeat.training`.
 """
 
-from fundusfeat.feature2d import R2D2Fundus
-from fundusfeat.geometry import estimate_projective
-from fundusfeat.matching import FundusMatcher
-from fundusfeat.registration import RegistrationResult, register
-
-__version__ = "0.1.0"
+from fundusfeat._version import __version__
+from fundusfeat.features.feature2d import R2D2Fundus
+from fundusfeat.geometry.estimation import estimate_projective
+from fundusfeat.geometry.matching import FundusMatcher
+from fundusfeat.geometry.transforms import Transform
+from fundusfeat.pipeline.batch import register_dataset
+from fundusfeat.pipeline.register import RegistrationResult, register, register_many
 
 __all__ = [
     "FundusMatcher",
     "R2D2Fundus",
     "RegistrationResult",
+    "Transform",
     "__version__",
     "estimate_projective",
     "register",
+    "register_dataset",
+    "register_many",
 ]

@@ -15,9 +15,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from fundusfeat import R2D2Fundus, models
-from fundusfeat.demo import load_demo_pair
-from fundusfeat.warps import PhotoRange
+from fundusfeat import R2D2Fundus
+from fundusfeat.features import models
+from fundusfeat.io.demo import load_demo_pair
+from fundusfeat.training.warps import PhotoRange
 
 NO_PHOTO = PhotoRange(
     gamma=(1, 1),

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from fundusfeat import R2D2Fundus, cli, register
-from fundusfeat.batch import (
+from fundusfeat.evaluation.cohort import make_cohort
+from fundusfeat.pipeline.batch import (
     COLUMNS,
     BatchInputError,
     load_features,
@@ -22,8 +23,7 @@ from fundusfeat.batch import (
     result_row,
     save_features,
 )
-from fundusfeat.evaluation.cohort import make_cohort
-from fundusfeat.registration import image_features
+from fundusfeat.pipeline.register import image_features
 
 from .conftest import DEFAULT_MODEL
 
@@ -139,7 +139,7 @@ def test_cache_round_trip_is_bitwise(retina, small_detector, tmp_path):
 
 
 def test_changed_image_or_weights_do_not_reuse_features(tmp_path, cohort, small_detector):
-    from fundusfeat.batch import cache_key, detector_digest
+    from fundusfeat.pipeline.batch import cache_key, detector_digest
 
     image = cohort.parent / "eye00_visit00.jpg"
     copy = tmp_path / "copy.jpg"

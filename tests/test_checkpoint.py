@@ -1,4 +1,4 @@
-"""Tests for fundusfeat.models (the registry) and fundusfeat.checkpoint (loading weights)."""
+"""Tests for fundusfeat.features.models (the registry) and fundusfeat.features.checkpoint (loading weights)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import shutil
 import pytest
 import torch
 
-from fundusfeat import R2D2Fundus, models
-from fundusfeat.checkpoint import (
+from fundusfeat import R2D2Fundus
+from fundusfeat.features import models
+from fundusfeat.features.checkpoint import (
     default_weights_path,
     file_sha256,
     infer_model,
     load_network,
     read_weights_file,
 )
-from fundusfeat.settings import DetectorConfig
+from fundusfeat.features.settings import DetectorConfig
 
 SHIPPED = [name for name, spec in models.MODELS.items() if spec.weights is not None]
 
@@ -137,7 +138,7 @@ def test_sha_mismatch(tmp_path, monkeypatch):
     with open(fake / name, "ab") as fh:
         fh.write(b"tampered")
     monkeypatch.setattr(
-        "fundusfeat.checkpoint.default_weights_path",
+        "fundusfeat.features.checkpoint.default_weights_path",
         lambda m: fake / models.get(m).weights,
     )
     with pytest.raises(ValueError, match="sha256"):

@@ -12,8 +12,9 @@ import pytest
 
 import fundusfeat
 from fundusfeat import cli
-from fundusfeat.demo import load_demo_pair
-from fundusfeat.transforms import homography_transform
+from fundusfeat.cli import register as cli_register
+from fundusfeat.geometry.transforms import homography_transform
+from fundusfeat.io.demo import load_demo_pair
 
 from .conftest import DEFAULT_MODEL
 
@@ -64,7 +65,7 @@ def test_demo_verdict_uses_the_true_homography(monkeypatch, tmp_path, capsys, ex
     _, _, H_true = load_demo_pair()
     H = H_true if exact else H_true + np.array([[0, 0, 30.0], [0, 0, 0], [0, 0, 0]])
     fake = fundusfeat.RegistrationResult(H, True, "ok", transform=homography_transform(H))
-    monkeypatch.setattr(cli, "_register", lambda *_: fake)
+    monkeypatch.setattr(cli_register, "_register", lambda *_: fake)
     assert cli.main(["demo", "--out", str(tmp_path)]) == expected
     out = capsys.readouterr().out
     assert "registration: success" in out and "keypoints:" in out and "timings (s):" in out
@@ -106,8 +107,8 @@ def _external(monkeypatch, tmp_path, source: str) -> None:
     (tmp_path / "ff_fake_cmd.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "ff_fake_cmd", raising=False)
-    command = cli.ExternalCommand("fake", "ff_fake_cmd", "add_fake_parser", "a fake command")
-    monkeypatch.setattr(cli, "EXTERNAL_COMMANDS", (command,))
+    command = cli.Command("fake", "ff_fake_cmd", "add_fake_parser", "a fake command")
+    monkeypatch.setattr(cli, "COMMANDS", (command,))
 
 
 def test_external_command_is_wired_and_lazy(monkeypatch, tmp_path, capsys):
@@ -126,8 +127,8 @@ def test_external_command_is_wired_and_lazy(monkeypatch, tmp_path, capsys):
 
 
 def test_missing_fundusfeat_module_disables_only_its_command(monkeypatch, capsys):
-    command = cli.ExternalCommand("fake", "fundusfeat.no_such_module", "add_fake_parser", "x")
-    monkeypatch.setattr(cli, "EXTERNAL_COMMANDS", (command,))
+    command = cli.Command("fake", "fundusfeat.no_such_module", "add_fake_parser", "x")
+    monkeypatch.setattr(cli, "COMMANDS", (command,))
     assert cli.main(["fake", "--anything"]) == 2
     assert "not available" in capsys.readouterr().err
 

@@ -8,13 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fundusfeat.demo import (
-    DEMO_SIZE,
-    demo_homography,
-    load_demo_pair,
-    make_demo_pair,
-    mean_corner_error,
-)
+from fundusfeat.evaluation.demo_pair import demo_homography, make_demo_pair
+from fundusfeat.evaluation.metrics import mean_corner_error
+from fundusfeat.io.demo import DEMO_SIZE, load_demo_pair
 
 DATA = resources.files("fundusfeat") / "data"
 

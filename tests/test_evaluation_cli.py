@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fundusfeat.evaluation import ClaheSift, commands, make_detector
+from fundusfeat.cli import evaluate as commands
+from fundusfeat.evaluation import ClaheSift, make_detector
 from fundusfeat.evaluation.bench import BenchConfig, measure, resize_to_fov, run_bench
 from fundusfeat.evaluation.peers import parse_methods
-from fundusfeat.fov import estimate_fov
+from fundusfeat.features.fov import estimate_fov
 
 
 def _parse(*argv: str) -> argparse.Namespace:

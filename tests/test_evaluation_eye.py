@@ -19,7 +19,7 @@ from fundusfeat.evaluation.eye import (
     render_second_image,
 )
 from fundusfeat.evaluation.metrics import pair_error
-from fundusfeat.fov import estimate_fov
+from fundusfeat.features.fov import estimate_fov
 
 from .conftest import NO_PHOTO
 

@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from fundusfeat.demo import load_demo_pair
 from fundusfeat.evaluation import (
     PRESETS,
     load_fire,
@@ -20,7 +19,8 @@ from fundusfeat.evaluation import (
     run_evaluation,
     summarize,
 )
-from fundusfeat.warps import scaling
+from fundusfeat.geometry.homography import scaling
+from fundusfeat.io.demo import load_demo_pair
 
 NAMES = ("A01", "P02", "S01")
 

@@ -14,7 +14,7 @@ from fundusfeat.evaluation.metrics import (
     score_conventions,
     success_curve,
 )
-from fundusfeat.warps import translation
+from fundusfeat.geometry.homography import translation
 
 INF = math.inf
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fundusfeat.evaluation import PRESETS, make_synthetic_pair, synthetic_pairs
-from fundusfeat.fov import estimate_fov
-from fundusfeat.imageio import expand_image_args
-from fundusfeat.warps import transform_points
+from fundusfeat.features.fov import estimate_fov
+from fundusfeat.geometry.homography import transform_points
+from fundusfeat.io.images import expand_image_args
 
 
 @pytest.mark.parametrize("preset", ["easy", "hard"])

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from fundusfeat import R2D2Fundus, export, models
+from fundusfeat import R2D2Fundus
 from fundusfeat.cli import main
-from fundusfeat.export import OnnxNetwork, export_onnx
+from fundusfeat.features import models
+from fundusfeat.features import onnx as export
+from fundusfeat.features.onnx import OnnxNetwork, export_onnx
 
 from .conftest import DEFAULT_MODEL
 

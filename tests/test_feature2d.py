@@ -1,4 +1,4 @@
-"""Tests for fundusfeat.feature2d.R2D2Fundus: the cv2.Feature2D mirror."""
+"""Tests for fundusfeat.features.feature2d.R2D2Fundus: the cv2.Feature2D mirror."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fundusfeat import R2D2Fundus, models
+from fundusfeat import R2D2Fundus
+from fundusfeat.features import models
 
 from .conftest import DEFAULT_MODEL
 

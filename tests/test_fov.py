@@ -1,4 +1,4 @@
-"""Tests for fundusfeat.fov: the circular field of view."""
+"""Tests for fundusfeat.features.fov: the circular field of view."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fundusfeat.fov import estimate_fov
-from fundusfeat.imageops import disc_mask
+from fundusfeat.features.fov import estimate_fov
+from fundusfeat.io.arrays import disc_mask
 
 
 class TestEstimateFov:

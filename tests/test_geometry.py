@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fundusfeat import estimate_projective
-from fundusfeat.geometry import homography_is_plausible
+from fundusfeat.geometry.estimation import homography_is_plausible
 
 
 def _project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:

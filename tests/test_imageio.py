@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fundusfeat import R2D2Fundus, cli
-from fundusfeat.imageio import expand_image_args, integrity_problem, read_image
+from fundusfeat.io.images import expand_image_args, integrity_problem, read_image
 
 
 @pytest.fixture(scope="module")

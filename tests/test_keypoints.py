@@ -1,4 +1,4 @@
-"""Tests for fundusfeat.keypoints: NMS, selection, refinement, sampling, multi-scale."""
+"""Tests for fundusfeat.features.keypoints: NMS, selection, refinement, sampling, multi-scale."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch.nn.functional as F  # noqa: N812
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fundusfeat.checkpoint import load_network
-from fundusfeat.keypoints import (
+from fundusfeat.features.checkpoint import load_network
+from fundusfeat.features.keypoints import (
     describe_at,
     erode_mask,
     extract_multiscale,
@@ -20,7 +20,7 @@ from fundusfeat.keypoints import (
     select_keypoints,
     subpixel_refine,
 )
-from fundusfeat.preprocess import to_tensor
+from fundusfeat.features.tensors import to_tensor
 
 from .conftest import DEFAULT_MODEL
 
@@ -169,7 +169,7 @@ class TestExtractMultiscale:
 
 @pytest.mark.parametrize("k", [1, 3, 5, 7])
 def test_max_filter_equals_max_pool(k: int) -> None:
-    from fundusfeat.keypoints import _max_filter
+    from fundusfeat.features.keypoints import _max_filter
 
     x = torch.rand(2, 1, 37, 41, generator=torch.Generator().manual_seed(k))
     ref = F.max_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1)
@@ -183,7 +183,7 @@ def test_erode_mask_equals_max_pool_erosion() -> None:
 
 
 def test_pixel_to_grid_maps_cell_centres() -> None:
-    from fundusfeat.keypoints import pixel_to_grid
+    from fundusfeat.features.keypoints import pixel_to_grid
 
     # stride 8, a 4 x 5 map: input pixel x = 8 j is feature coordinate u = j, the centre
     # of cell j, normalised (2 j + 1) / w - 1

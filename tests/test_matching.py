@@ -1,4 +1,4 @@
-"""Tests for fundusfeat.matching.FundusMatcher against cv2.BFMatcher."""
+"""Tests for fundusfeat.geometry.matching.FundusMatcher against cv2.BFMatcher."""
 
 from __future__ import annotations
 

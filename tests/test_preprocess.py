@@ -1,5 +1,6 @@
-"""Tests for fundusfeat.preprocess (validation, tensors, working scale) and
-fundusfeat.preprocessor (one image made ready for the network)."""
+"""Tests for image validation (fundusfeat.io.validation), tensors and the working scale
+(fundusfeat.features.tensors, .scale) and
+fundusfeat.features.prepare (one image made ready for the network)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fundusfeat.imageops import resize_image
-from fundusfeat.network import IMAGE_MEAN, IMAGE_STD
-from fundusfeat.preprocess import (
-    from_working,
-    normalize_rgb,
-    to_tensor,
-    to_working,
-    uint16_bit_depth,
-    validate_image,
-    validate_mask,
-    working_scale,
-)
-from fundusfeat.preprocessor import prepare
-from fundusfeat.settings import DetectorConfig
+from fundusfeat.features.network import IMAGE_MEAN, IMAGE_STD
+from fundusfeat.features.prepare import prepare
+from fundusfeat.features.scale import from_working, to_working, working_scale
+from fundusfeat.features.settings import DetectorConfig
+from fundusfeat.features.tensors import normalize_rgb, to_tensor
+from fundusfeat.io.arrays import resize_image
+from fundusfeat.io.validation import uint16_bit_depth, validate_image, validate_mask
 
 
 class TestValidateImage:

@@ -11,9 +11,10 @@ import pytest
 from fundusfeat import register
 from fundusfeat.evaluation.eye import EYE_PRESETS, make_eye_pair
 from fundusfeat.evaluation.metrics import pair_error
-from fundusfeat.geometry import KeypointSet, guided_match, refine
-from fundusfeat.transforms import homography_transform
-from fundusfeat.verification import (
+from fundusfeat.geometry.guided import KeypointSet, guided_match, refine
+from fundusfeat.geometry.homography import transform_points
+from fundusfeat.geometry.transforms import homography_transform
+from fundusfeat.geometry.verification import (
     CALIBRATION,
     FEATURES,
     Evidence,
@@ -22,7 +23,6 @@ from fundusfeat.verification import (
     vessel_image,
     weakest_evidence,
 )
-from fundusfeat.warps import transform_points
 
 H = np.array([[1.02, 0.05, -12.0], [-0.04, 0.98, 9.0], [3e-5, -2e-5, 1.0]])
 

@@ -1,4 +1,4 @@
-"""Tests for fundusfeat.registration: register() and register_many()."""
+"""Tests for fundusfeat.pipeline.register: register() and register_many()."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fundusfeat import RegistrationResult, register
-from fundusfeat.registration import register_many
+from fundusfeat.pipeline.register import register_many
 
 H_TRUE = np.array([[1.03, 0.04, -12.0], [-0.03, 0.99, 9.0], [2e-5, -1e-5, 1.0]])
 

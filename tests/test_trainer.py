@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fundusfeat import R2D2Fundus, models
+from fundusfeat import R2D2Fundus
 from fundusfeat.cli import main
+from fundusfeat.features import models
 from fundusfeat.training.config import config_from_dict, load_config
 from fundusfeat.training.trainer import Trainer
 

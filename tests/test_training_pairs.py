@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fundusfeat.geometry.homography import transform_points
 from fundusfeat.training.pairs import PairSampler, TrainImage, load_train_image
-from fundusfeat.warps import PhotoRange, WarpRange, transform_points
+from fundusfeat.training.warps import PhotoRange, WarpRange
 
 from .conftest import NO_PHOTO, PACKAGE_DATA, synthetic_fundus
 

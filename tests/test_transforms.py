@@ -1,4 +1,4 @@
-"""Tests for fundusfeat.transforms: the Transform value objects, fitting, model choice."""
+"""Tests for fundusfeat.geometry.transforms: the Transform value objects, fitting, model choice."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fundusfeat import transforms as T
-from fundusfeat.warps import scaling, transform_points
+from fundusfeat.geometry import transforms as T
+from fundusfeat.geometry.homography import scaling, transform_points
 
 H_MILD = np.array([[1.02, 0.05, -12.0], [-0.04, 0.98, 9.0], [3e-5, -2e-5, 1.0]])
 COEF = np.array([[0.02, -0.01, 0.015, 1.02, 0.05, 0.01], [-0.01, 0.02, 0.01, -0.04, 0.98, -0.02]])

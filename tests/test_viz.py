@@ -1,4 +1,4 @@
-"""fundusfeat.viz: figure helpers (shapes, conventions, known answers, bad input)."""
+"""fundusfeat.io.figures: figure helpers (shapes, conventions, known answers, bad input)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fundusfeat import viz
+from fundusfeat.geometry.transforms import warp_to
+from fundusfeat.io import figures as viz
 
 
 @pytest.fixture
@@ -41,25 +42,25 @@ def test_to_bgr_uint8_rejects_non_arrays():
 
 
 def test_warp_to_identity(image):
-    np.testing.assert_array_equal(viz.warp_to(image, np.eye(3), image.shape), image)
+    np.testing.assert_array_equal(warp_to(image, np.eye(3), image.shape), image)
 
 
 def test_warp_to_undoes_the_warp_that_h_describes(image):
     """img2 = img1 moved by H (H maps img1 points to img2); warp_to brings it back."""
     H = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, -3.0], [0.0, 0.0, 1.0]])
     img2 = cv2.warpPerspective(image, H, (80, 60))
-    back = viz.warp_to(img2, H, image.shape)
+    back = warp_to(img2, H, image.shape)
     assert back.shape == image.shape
     np.testing.assert_array_equal(back[5:-5, 5:-8], image[5:-5, 5:-8])
 
 
 def test_warp_to_output_size(image):
-    assert viz.warp_to(image, np.eye(3), (30, 40, 3)).shape == (30, 40, 3)
+    assert warp_to(image, np.eye(3), (30, 40, 3)).shape == (30, 40, 3)
 
 
 def test_warp_to_rejects_bad_h(image):
     with pytest.raises(ValueError, match="H"):
-        viz.warp_to(image, np.eye(2), image.shape)
+        warp_to(image, np.eye(2), image.shape)
 
 
 def test_checkerboard_tiles(image):
@@ -132,7 +133,7 @@ def test_draw_matches_rejects_mask_of_wrong_length():
 
 
 def test_draw_matches_max_draw_thins_evenly() -> None:
-    from fundusfeat.viz import _thin
+    from fundusfeat.io.figures import _thin
 
     assert _thin(list(range(10)), 3) == [0, 4, 9]  # linspace 0, 4.5, 9 rounded half to even
     assert _thin(list(range(3)), 5) == [0, 1, 2]

@@ -10,7 +10,7 @@ Modules (each one job):
 - :mod:`~fundusfeat.evaluation.report` / :mod:`~fundusfeat.evaluation.plot`: tables,
   JSON and the success-curve figure.
 - :mod:`~fundusfeat.evaluation.bench`: time and memory of detect + describe.
-- :mod:`~fundusfeat.evaluation.commands`: ``fundusfeat evaluate`` and ``fundusfeat bench``.
+- :mod:`~fundusfeat.cli.evaluate`: ``fundusfeat evaluate`` and ``fundusfeat bench``.
 """
 
 from fundusfeat.evaluation.fire import load_fire, read_control_points

@@ -1,10 +1,10 @@
 """Speed and memory of detect + describe, learned and classical detectors side by side.
 
 For each method, device and size, every image is resized so that its field of view
-(FOV, estimated by :func:`fundusfeat.fov.estimate_fov`) has a diameter of
+(FOV, estimated by :func:`fundusfeat.features.fov.estimate_fov`) has a diameter of
 ``size`` pixels; learned detectors then run exactly as ``R2D2Fundus.create()`` would
 (their own FOV normalisation on, so the time includes resizing to the model's working
-FOV, its registry entry's ``defaults.target_diameter`` in :mod:`fundusfeat.models`).
+FOV, its registry entry's ``defaults.target_diameter`` in :mod:`fundusfeat.features.models`).
 Timing: ``warmup`` untimed calls on the first image, then ``repeat`` timed
 ``detectAndCompute`` calls per image (``torch.cuda.synchronize`` around each call on
 CUDA); the reported time is the median over all timed calls.
@@ -32,8 +32,8 @@ import numpy as np
 
 from fundusfeat.evaluation.peers import is_learned, make_detector
 from fundusfeat.evaluation.report import markdown
-from fundusfeat.fov import estimate_fov
-from fundusfeat.imageops import resize_image
+from fundusfeat.features.fov import estimate_fov
+from fundusfeat.io.arrays import resize_image
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,9 @@ def measure(
         threads=config.threads,
         seconds=statistics.median(times),
         keypoints=float(np.mean(counts)),
-        peak_rss_mib=_rss_mib(peak=True),
+        # the kernel's per-thread RSS counters lag: VmHWM read later can trail a VmRSS
+        # read earlier by a few pages, and the peak is at least what was seen
+        peak_rss_mib=max(_rss_mib(peak=True), base),
         base_rss_mib=base,
         peak_gpu_mib=gpu,
     )

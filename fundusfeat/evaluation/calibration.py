@@ -1,4 +1,4 @@
-"""Fit the verification's confidence (:data:`fundusfeat.verification.CALIBRATION`) on
+"""Fit the verification's confidence (:data:`fundusfeat.geometry.verification.CALIBRATION`) on
 training images only.
 
 True pairs come from the synthetic presets (easy, hard, eye, eye-hard) and impossible
@@ -31,8 +31,8 @@ from fundusfeat.evaluation.impostors import ROTATION_TOLERANCE, impostor_pairs
 from fundusfeat.evaluation.metrics import pair_error
 from fundusfeat.evaluation.presets import preset_pairs
 from fundusfeat.evaluation.runner import result_transform
-from fundusfeat.imageio import expand_image_args
-from fundusfeat.verification import FEATURES, Calibration
+from fundusfeat.geometry.verification import FEATURES, Calibration
+from fundusfeat.io.images import expand_image_args
 
 RIGHT_PX = 10.0
 """A true pair's registration counts as right within this mean control-point error."""
@@ -119,7 +119,7 @@ def fit_logistic(
 def main(argv: Sequence[str] | None = None) -> int:
     import functools
 
-    import fundusfeat
+    from fundusfeat.pipeline.register import register as register_pair
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", nargs="+", default=["training/splits/train.txt"])
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = expand_image_args(args.images)
     # no threshold and the fewest inliers a homography needs: every pair that reaches the
     # verification at all (impostors mostly fail before it) teaches the calibration
-    register = functools.partial(fundusfeat.register, threshold=0.0, min_inliers=4)
+    register = functools.partial(register_pair, threshold=0.0, min_inliers=4)
     x, y, names = collect(register, images, args.true_pairs, args.impostors)
     source = (
         f"python -m fundusfeat.evaluation.calibration ({len(y)} training-image pairs: "

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from fundusfeat.evaluation.synthetic import PRESETS, make_synthetic_pair
-from fundusfeat.imageops import resize_long_side
+from fundusfeat.io.arrays import resize_long_side
 
 STREAM_TAG = 0xC0407
 """Second entropy word of the cohort's seed sequence."""

@@ -7,7 +7,7 @@ related by a homography. This generator makes such pairs from one photograph:
   photograph: its projection centre is ``pole_distance_mm`` (17 mm) in front of the
   posterior pole, on the axis through the sphere's centre, so it sits inside the globe
   and looks at the concave back wall. Its field of view (the photograph's FOV circle,
-  estimated by :func:`fundusfeat.fov.estimate_fov`) spans ``field_deg`` (45 degrees):
+  estimated by :func:`fundusfeat.features.fov.estimate_fov`) spans ``field_deg`` (45 degrees):
   the focal length is the FOV radius over the distorted tangent of half the field, and
   the principal point is the FOV centre.
 - Both cameras share one radial lens distortion ``x_d = x (1 + k r^2)`` (normalised
@@ -50,10 +50,10 @@ from fundusfeat.evaluation.synthetic import (
     smooth_extension,
     spread_points,
 )
-from fundusfeat.fov import FieldOfView, estimate_fov
-from fundusfeat.imageio import read_image
-from fundusfeat.imageops import points_in_mask, to_uint8
-from fundusfeat.warps import PhotoRange, photometric_change
+from fundusfeat.features.fov import FieldOfView, estimate_fov
+from fundusfeat.io.arrays import points_in_mask, to_uint8
+from fundusfeat.io.images import read_image
+from fundusfeat.training.warps import PhotoRange, photometric_change
 
 logger = logging.getLogger(__name__)
 

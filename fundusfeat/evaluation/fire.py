@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fundusfeat.evaluation.pairs import EvalPair
-from fundusfeat.imageio import read_image
+from fundusfeat.io.images import read_image
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from fundusfeat.evaluation.metrics import pair_error
 from fundusfeat.evaluation.runner import Progress, Registrar, result_transform
-from fundusfeat.imageio import read_image
+from fundusfeat.io.images import read_image
 
 KINDS = ("different", "mirrored", "mirror-self", "crops", "rotations")
 CROP_FRACTION = 0.42

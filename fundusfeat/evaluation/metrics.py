@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fundusfeat.transforms import Transform, homography_transform
+from fundusfeat.geometry.homography import transform_points
+from fundusfeat.geometry.transforms import Transform, homography_transform
 
 MAX_THRESHOLD = 25.0
 """Upper end (pixels) of the success curve and of the Registration Score's integral."""
@@ -52,7 +53,7 @@ def pair_error(
     """Mean control-point error of one registered pair (FIRE's definition).
 
     Args:
-        transform: the :class:`~fundusfeat.transforms.Transform` (or a (3, 3) homography)
+        transform: the :class:`~fundusfeat.geometry.transforms.Transform` (or a (3, 3) homography)
             mapping fixed-image (image 1) pixels onto the moving image (image 2), or None
             for a failed registration.
         points_fixed: (N, 2) float (x, y) control points in the fixed image (pixels).
@@ -216,3 +217,22 @@ def score_conventions(
 def _category_order(category: str) -> tuple[int, str]:
     rank = FIRE_CATEGORIES.index(category) if category in FIRE_CATEGORIES else 99
     return rank, category
+
+
+def mean_corner_error(H_est: np.ndarray, H_true: np.ndarray, width: int, height: int) -> float:
+    """Mean distance (image-2 pixels) between the four image-1 corners mapped by each H.
+
+    Args:
+        H_est, H_true: (3, 3) homographies mapping image-1 pixels onto image 2.
+        width, height: size of image 1 (pixels).
+
+    Returns:
+        The mean Euclidean corner error; ``inf`` if ``H_est`` sends a corner to infinity.
+    """
+    corners = np.array(
+        [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64
+    )
+    err = np.linalg.norm(
+        transform_points(H_est, corners) - transform_points(H_true, corners), axis=1
+    )
+    return float(np.mean(err)) if np.all(np.isfinite(err)) else math.inf

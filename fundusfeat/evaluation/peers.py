@@ -9,7 +9,7 @@ Names:
   (``cv2.xfeatures2d.AKAZE_create()`` in OpenCV 5); both binary, matched with Hamming
   distance by ``fundusfeat.register``.
 - ``r2d2fundus``: ``fundusfeat.R2D2Fundus.create()`` (default model);
-  ``r2d2fundus-<model>`` for every model of the registry (:mod:`fundusfeat.models`),
+  ``r2d2fundus-<model>`` for every model of the registry (:mod:`fundusfeat.features.models`),
   e.g. ``r2d2fundus-fast`` and ``r2d2fundus-r2d2``.
 - ``module:factory``: any importable callable returning a cv2.Feature2D-like object,
   called without arguments; ``factory`` may be a dotted attribute path
@@ -26,9 +26,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fundusfeat import models
 from fundusfeat.evaluation.runner import Registrar
-from fundusfeat.imageops import to_uint8
+from fundusfeat.features import models
+from fundusfeat.io.arrays import to_uint8
 
 CLASSICAL = ("sift", "sift-clahe", "orb", "akaze")
 LEARNED = ("r2d2fundus", *(f"r2d2fundus-{name}" for name in models.names()))
@@ -112,7 +112,7 @@ class ClaheSift:
 
 
 def _r2d2(model: str | None, device: str | None) -> Any:
-    from fundusfeat.feature2d import R2D2Fundus  # imports torch: only when asked for
+    from fundusfeat.features.feature2d import R2D2Fundus  # imports torch: only when asked for
 
     kwargs: dict[str, Any] = {"device": device}
     if model is not None:
@@ -205,7 +205,7 @@ def make_registrar(
         transform: the transform model (``"auto"``, ``"homography"``, ...; None = the
             default of ``fundusfeat.register``).
     """
-    from fundusfeat.registration import register
+    from fundusfeat.pipeline.register import register
 
     kwargs: dict[str, Any] = {"detector": make_detector(name, device)}
     if ransac_threshold is not None:

@@ -2,7 +2,7 @@
 pair, in the same run.
 
 The classical pipeline is what a SIFT-based fundus script does: the field-of-view mask
-(:func:`fundusfeat.fov.estimate_fov`), SIFT on the CLAHE-enhanced green channel
+(:func:`fundusfeat.features.fov.estimate_fov`), SIFT on the CLAHE-enhanced green channel
 (:class:`~fundusfeat.evaluation.peers.ClaheSift`) inside it, ``cv2.BFMatcher`` 2-NN with
 Lowe's ratio test (0.8) and ``cv2.findHomography`` with RANSAC (5 px). Both pipelines
 get the same pairs; each pair is timed ``repeat`` times per pipeline after one untimed
@@ -21,7 +21,7 @@ import numpy as np
 
 from fundusfeat.evaluation.peers import ClaheSift
 from fundusfeat.evaluation.report import markdown
-from fundusfeat.fov import estimate_fov
+from fundusfeat.features.fov import estimate_fov
 
 RATIO = 0.8
 """Lowe's ratio of the classical pipeline."""

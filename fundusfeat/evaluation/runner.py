@@ -3,12 +3,12 @@
 Every method sees the same images: each pair is loaded once and registered by all
 methods in turn. With a working size, both images are resized (``cv2.INTER_AREA``) so
 their long side is ``size`` and the estimated transform is mapped back to the original
-pixels exactly (:meth:`fundusfeat.transforms.Transform.in_original_pixels`, cv2.resize's
+pixels exactly (:meth:`fundusfeat.geometry.transforms.Transform.in_original_pixels`, cv2.resize's
 pixel-centre convention ``x_work = (x + 0.5) * s - 0.5``). Errors are therefore always in
 original pixels, through the transform's inverse (FIRE's convention).
 
 A method's result needs ``success``, ``reason``, ``matches`` and ``num_inliers``, and
-either ``transform`` (a :class:`~fundusfeat.transforms.Transform`, as
+either ``transform`` (a :class:`~fundusfeat.geometry.transforms.Transform`, as
 ``fundusfeat.register`` returns) or ``H`` (a homography).
 """
 
@@ -25,8 +25,8 @@ import numpy as np
 
 from fundusfeat.evaluation.metrics import pair_error
 from fundusfeat.evaluation.pairs import EvalPair
-from fundusfeat.imageops import resize_long_side
-from fundusfeat.transforms import Transform, homography_transform
+from fundusfeat.geometry.transforms import Transform, homography_transform
+from fundusfeat.io.arrays import resize_long_side
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-from fundusfeat.geometry import keypoints_to_array
+from fundusfeat.geometry.estimation import keypoints_to_array
 
 SHIFTS: tuple[tuple[float, float], ...] = (
     (1, 0),

@@ -42,18 +42,11 @@ import cv2
 import numpy as np
 
 from fundusfeat.evaluation.pairs import EvalPair
-from fundusfeat.fov import FieldOfView, estimate_fov
-from fundusfeat.imageio import read_image
-from fundusfeat.imageops import to_uint8
-from fundusfeat.warps import (
-    PhotoRange,
-    WarpRange,
-    photometric_change,
-    sample_homography,
-    transform_points,
-    translation,
-    warp_image,
-)
+from fundusfeat.features.fov import FieldOfView, estimate_fov
+from fundusfeat.geometry.homography import transform_points, translation, warp_image
+from fundusfeat.io.arrays import to_uint8
+from fundusfeat.io.images import read_image
+from fundusfeat.training.warps import PhotoRange, WarpRange, photometric_change, sample_homography
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fundusfeat import models
-from fundusfeat.warps import PhotoRange, WarpRange
+from fundusfeat.features import models
+from fundusfeat.training.warps import PhotoRange, WarpRange
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +30,7 @@ class ModelConfig:
     """Which network to train and where its first weights come from.
 
     Attributes:
-        name: a model of :mod:`fundusfeat.network` (``"fast"``, ``"r2d2"``, ...).
+        name: a model of :mod:`fundusfeat.features.network` (``"fast"``, ``"r2d2"``, ...).
         dim: descriptor size.
         init_from: a checkpoint or state dict whose tensors initialise every parameter
             and buffer of the same name and shape (the rest keeps He initialisation);

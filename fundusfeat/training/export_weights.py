@@ -3,7 +3,7 @@
 ``python -m fundusfeat.training.export_weights runs/fast/last.pt`` writes the bare
 state dict to the model's weights file in ``fundusfeat/weights`` (its registry entry's
 ``weights``, else ``<model>_fundus.pt``) and prints its sha256 (to put in that entry of
-:data:`fundusfeat.models.MODELS`) and the training counters (for the model card).
+:data:`fundusfeat.features.models.MODELS`) and the training counters (for the model card).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from fundusfeat import models
-from fundusfeat.checkpoint import file_sha256, load_state_dict, read_weights_file
+from fundusfeat.features import models
+from fundusfeat.features.checkpoint import file_sha256, load_state_dict, read_weights_file
 
 
 def export_weights(checkpoint: str | Path, out_dir: str | Path) -> tuple[Path, str, dict]:

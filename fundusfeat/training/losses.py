@@ -3,7 +3,7 @@
 Conventions: pixel (x, y), centre of the top-left pixel at (0, 0). A pair is two
 images of the same size (H, W) and a homography ``H`` (B, 3, 3) mapping image-1
 pixels onto image-2 pixels. Point samples go through
-:func:`fundusfeat.keypoints.sample_descriptors` (the same bilinear sampling as
+:func:`fundusfeat.features.keypoints.sample_descriptors` (the same bilinear sampling as
 inference, any descriptor stride).
 """
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from kornia.geometry.linalg import transform_points
 from kornia.geometry.transform import warp_perspective
 
-from fundusfeat.keypoints import pixel_to_grid, sample_descriptors
+from fundusfeat.features.keypoints import pixel_to_grid, sample_descriptors
 
 _EPS = 1e-8
 
@@ -32,7 +32,7 @@ def pixel_grid(h: int, w: int, step: int, offset: tuple[float, float], device) -
 def sample_maps(maps: torch.Tensor, xy: torch.Tensor, stride: int = 1) -> torch.Tensor:
     """Bilinear samples of a (B, C, h, w) map at (B, N, 2) pixel points -> (B, N, C).
 
-    The pixel-centre mapping of :func:`fundusfeat.keypoints.sample_descriptors`
+    The pixel-centre mapping of :func:`fundusfeat.features.keypoints.sample_descriptors`
     (feature coordinate ``x / stride``), without its L2 normalisation: for heatmaps
     and masks. Outside the map reads 0.
     """

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fundusfeat.preprocess import normalize_rgb
+from fundusfeat.features.tensors import normalize_rgb
 from fundusfeat.training.config import LossConfig
 from fundusfeat.training.losses import (
     Correspondences,
@@ -55,7 +55,7 @@ def batch_loss(
     """Loss of a batch and its terms.
 
     Args:
-        net: a network of :mod:`fundusfeat.network` (possibly wrapped in DDP).
+        net: a network of :mod:`fundusfeat.features.network` (possibly wrapped in DDP).
         batch: the pairs, on the network's device.
         cfg: the loss settings.
         offset: (x, y) shift in [0, grid_step) of the query grid for this batch (its

@@ -2,10 +2,10 @@
 
 Each image is brought once to the working scale (FOV diameter ``target_diameter``).
 A pair is then made as in the paper: a random global rescale (``scale_range``),
-a random projective warp of the rescaled image (:func:`fundusfeat.warps.sample_homography`),
+a random projective warp of the rescaled image (:func:`fundusfeat.training.warps.sample_homography`),
 one crop in each image (at least ``min_fov_fraction`` of crop 1 inside the FOV; at
 least ``min_overlap`` of crop 1 mapped inside crop 2's FOV), and an independent
-photometric change of each crop (:func:`fundusfeat.warps.photometric_change`).
+photometric change of each crop (:func:`fundusfeat.training.warps.photometric_change`).
 
 The dense correspondence ("flow") of a pair is exact: it is the homography
 ``H`` (3x3, crop-1 pixel -> crop-2 pixel, pixel-centre convention), with which
@@ -22,19 +22,12 @@ import cv2
 import numpy as np
 import torch
 
-from fundusfeat.fov import estimate_fov
-from fundusfeat.imageio import read_image
-from fundusfeat.imageops import points_in_mask, resize_image
-from fundusfeat.preprocess import working_scale
-from fundusfeat.warps import (
-    PhotoRange,
-    WarpRange,
-    photometric_change,
-    sample_homography,
-    transform_points,
-    translation,
-    warp_image,
-)
+from fundusfeat.features.fov import estimate_fov
+from fundusfeat.features.scale import working_scale
+from fundusfeat.geometry.homography import transform_points, translation, warp_image
+from fundusfeat.io.arrays import points_in_mask, resize_image
+from fundusfeat.io.images import read_image
+from fundusfeat.training.warps import PhotoRange, WarpRange, photometric_change, sample_homography
 
 _MAX_TRIES = 50
 

@@ -8,7 +8,7 @@ rank 0 writes checkpoints and logs.
 Checkpoints (``torch.save`` of a dict that loads with ``weights_only=True``) hold
 ``model``, ``state_dict``, ``optimizer``, ``step``, ``pairs_seen``, ``train_seconds``,
 ``hardware`` (seconds per device description), ``config`` and the random states;
-:func:`fundusfeat.checkpoint.load_network` reads them directly.
+:func:`fundusfeat.features.checkpoint.load_network` reads them directly.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fundusfeat import models
-from fundusfeat.hardware import cpu_has_native_bf16, hardware_name, resolve_device
-from fundusfeat.imageio import expand_image_args
+from fundusfeat.features import models
+from fundusfeat.features.hardware import cpu_has_native_bf16, hardware_name, resolve_device
+from fundusfeat.io.images import expand_image_args
 from fundusfeat.training.config import TrainConfig
 from fundusfeat.training.objective import batch_loss
 from fundusfeat.training.pairs import PairBatch, PairSampler, load_train_image
@@ -61,7 +61,7 @@ def _init_distributed(device: torch.device) -> tuple[int, int]:
 
 
 class Trainer:
-    """Trains a network of :mod:`fundusfeat.network` from a :class:`TrainConfig`.
+    """Trains a network of :mod:`fundusfeat.features.network` from a :class:`TrainConfig`.
 
     Args:
         cfg: the frozen configuration.

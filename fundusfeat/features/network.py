@@ -1,0 +1,280 @@
+"""Keypoint detector + descriptor networks.
+
+Two architectures share one output contract and one training code path:
+
+- ``R2D2Net`` (``"r2d2"``): the paper's fully convolutional Quad-L2-Net. Every
+  layer keeps the input resolution (dilation instead of stride), about 0.48 M
+  parameters and 0.48 M multiply-adds per input pixel.
+- ``FastNet`` (``"fast"``): a CPU-friendly variant. A stride-8 encoder produces
+  the descriptors (and their reliability) at 1/8 resolution; a light decoder with
+  skip connections produces the repeatability heatmap at full resolution so that
+  keypoints are localised to the pixel (and refined to sub-pixel downstream).
+  Roughly 50x fewer multiply-adds per pixel than ``R2D2Net``.
+
+``forward(images)`` takes ``(B, 3, H, W)`` float32 RGB images normalised by
+:data:`IMAGE_MEAN` / :data:`IMAGE_STD` and returns ``(descriptors, reliability,
+repeatability)``:
+
+- descriptors: ``(B, D, H / s, W / s)`` float32, unit L2 norm along dim 1, where
+  ``s = model.descriptor_stride`` (1 for ``r2d2``, 8 for ``fast``). Sample them at
+  pixel coordinates with :func:`fundusfeat.features.keypoints.sample_descriptors`, which
+  handles any stride (pixel-centre convention, ``align_corners=False``).
+- reliability: ``(B, 1, H, W)`` float32 in [0, 1].
+- repeatability: ``(B, 1, H, W)`` float32 in [0, 1].
+
+The same forward is used for training and for inference.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+def _conv_bn(
+    cin: int,
+    cout: int,
+    k: int = 3,
+    dilation: int = 1,
+    stride: int = 1,
+    relu: bool = True,
+    bn: bool = True,
+) -> nn.Sequential:
+    """Conv (same padding for odd k, or exact 'same' size for even k and even dilation)."""
+    pad = ((k - 1) * dilation) // 2
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=not bn)
+    ]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout, affine=False))
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _two_class_head(x2: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Softmax over a 2-channel 1x1 conv of ``x2``; returns channel 1, shape (B, 1, H, W)."""
+    return F.softmax(conv(x2), dim=1)[:, 1:2]
+
+
+def _he_init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class R2D2Net(nn.Module):
+    """The paper's network (R2D2 Quad-L2-Net), output at input resolution.
+
+    Body: 3x3 convs 32-32-64-64-128-128 (BatchNorm without affine + ReLU), with the
+    dilation doubling after the third and fifth conv where L2-Net would stride; then
+    three 2x2 convs of 128 channels (dilations 4, 8, 16), the last with BatchNorm and
+    no ReLU. Heads: reliability and repeatability are each a 2-channel 1x1 conv on
+    the squared features followed by a softmax; descriptors are the L2-normalised
+    features.
+    """
+
+    descriptor_stride = 1
+    name = "r2d2"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__()
+        spec = [  # (cin, cout, kernel, dilation, relu)
+            (3, 32, 3, 1, True),
+            (32, 32, 3, 1, True),
+            (32, 64, 3, 1, True),
+            (64, 64, 3, 2, True),
+            (64, 128, 3, 2, True),
+            (128, 128, 3, 4, True),
+            (128, 128, 2, 4, True),
+            (128, 128, 2, 8, True),
+            (128, dim, 2, 16, False),
+        ]
+        self.body = nn.Sequential(*[_conv_bn(a, b, k, d, relu=r) for a, b, k, d, r in spec])
+        self.dim = dim
+        self.clf = nn.Conv2d(dim, 2, 1)  # reliability
+        self.sal = nn.Conv2d(dim, 2, 1)  # repeatability
+        _he_init(self)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _check_images(images)
+        x = self.body(images)
+        x2 = x * x
+        return F.normalize(x, dim=1), _two_class_head(x2, self.clf), _two_class_head(x2, self.sal)
+
+
+class _FastEncoder(nn.Module):
+    """The encoder both fast networks share (same parameter names and shapes).
+
+    Channels 8, 16, 32, ``dim`` at strides 1, 2, 4, 8 and the reliability head at 1/8
+    (``clf``). ``blur2``/``blur4``/``blur8`` run before the strided convs (identity here;
+    :class:`FastNet` low-passes).
+    """
+
+    descriptor_stride = 8
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.stem = _conv_bn(3, 8)  # 1/1
+        self.enc2 = nn.Sequential(_conv_bn(8, 16, stride=2), _conv_bn(16, 16))  # 1/2
+        self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _conv_bn(32, 32))  # 1/4
+        self.enc8 = nn.Sequential(
+            _conv_bn(32, 64, stride=2),
+            _conv_bn(64, 64),
+            _conv_bn(64, 128),
+            _conv_bn(128, 128, dilation=2),
+            _conv_bn(128, dim, relu=False),
+        )  # 1/8
+        self.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
+        self.blur2: nn.Module = nn.Identity()
+        self.blur4: nn.Module = nn.Identity()
+        self.blur8: nn.Module = nn.Identity()
+
+    def encode(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f1, f2, f4, x, rel)``: the features at strides 1, 2, 4, 8 and the full-size
+        reliability."""
+        _check_images(images)
+        f1 = self.stem(images)
+        f2 = self.enc2(self.blur2(f1))
+        f4 = self.enc4(self.blur4(f2))
+        x = self.enc8(self.blur8(f4))
+        rel = _two_class_head(x * x, self.clf)
+        rel = F.interpolate(rel, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return f1, f2, f4, x, rel
+
+
+class FastNetV1(_FastEncoder):
+    """The first CPU-fast variant (``"fast-v1"``): stride-8 descriptors, full-resolution
+    repeatability decoded from the coarse features. Its repeatability peaks lock to the
+    encoder's stride-4/8 grid (not shift-equivariant); :class:`FastNet` replaces it.
+
+    Encoder (channels at strides 1/2/4/8): 8, 16, 32, 128. The 1/8 features give the
+    128-D descriptors and the reliability (upsampled bilinearly to full size). A
+    decoder climbs back to full resolution with additive skips (32 -> 16 -> 8
+    channels) and predicts the repeatability at every input pixel.
+    Input height and width need not be multiples of 8.
+    """
+
+    name = "fast-v1"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__(dim)
+        self.lat8 = _conv_bn(dim, 32, k=1)
+        self.dec4 = _conv_bn(32, 16)
+        self.dec2 = _conv_bn(16, 8)
+        self.dec1 = _conv_bn(8, 8)
+        self.sal = nn.Conv2d(8, 2, 1)  # repeatability, at 1/1
+        _he_init(self)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f1, f2, f4, x, rel = self.encode(images)
+        d4 = self.dec4(_up_to(self.lat8(x), f4) + f4)
+        d2 = self.dec2(_up_to(d4, f2) + f2)
+        d1 = self.dec1(_up_to(d2, f1) + f1)
+        rep = _two_class_head(d1 * d1, self.sal)
+        return F.normalize(x, dim=1), rel, rep
+
+
+class Blur(nn.Module):
+    """Fixed binomial low-pass filter, depthwise, same size (edge pixels replicated).
+
+    Placed before every strided convolution of :class:`FastNet`, so that what is
+    subsampled is band-limited (Zhang 2019, "Making convolutional networks
+    shift-invariant again"): a shift of the input then shifts the features smoothly
+    instead of aliasing them onto the stride's grid.
+
+    Args:
+        channels: number of channels (each filtered on its own).
+        taps: 3 (``[1, 2, 1] / 4``) or 5 (``[1, 4, 6, 4, 1] / 16``) per axis.
+    """
+
+    def __init__(self, channels: int, taps: int = 3) -> None:
+        super().__init__()
+        rows = {3: [1.0, 2.0, 1.0], 5: [1.0, 4.0, 6.0, 4.0, 1.0]}
+        if taps not in rows:
+            raise ValueError(f"taps must be 3 or 5, got {taps}")
+        k = torch.tensor(rows[taps])
+        k2 = (k[:, None] * k[None, :]) / k.sum() ** 2
+        self.register_buffer("kernel", k2.expand(channels, 1, taps, taps).clone(), persistent=False)
+        self.channels, self.pad = channels, taps // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (self.pad,) * 4, mode="replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype), groups=self.channels)
+
+
+class FastNet(_FastEncoder):
+    """CPU-fast, shift-equivariant network: stride-8 descriptors, stride-1 keypoints.
+
+    Encoder (channels at strides 1/2/4/8): 8, 16, 32, 128, with a binomial low-pass
+    (:class:`Blur`, 3 taps at full resolution, 5 below) before each strided conv. The 1/8
+    features give the 128-D descriptors and the reliability (upsampled bilinearly to
+    full size). The repeatability comes from stride-1 layers only: the stem and three 3x3
+    convs (dilations 2, 4, 1; receptive field 17 px), so shifting the image by whole
+    pixels shifts it exactly and the keypoints (its local maxima) move with the image,
+    never locking to the encoder's grid. The coarse features take part through the
+    reliability, which selects and ranks the keypoints but does not place them.
+    Input height and width need not be multiples of 8.
+    """
+
+    name = "fast"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__(dim)
+        self.blur2, self.blur4, self.blur8 = Blur(8, 3), Blur(16, 5), Blur(32, 5)
+        self.full = _conv_bn(8, 8, dilation=2)  # stride-1 repeatability path, at 1/1
+        self.full2 = _conv_bn(8, 8, dilation=4)
+        self.dec1 = _conv_bn(8, 8)
+        self.sal = nn.Conv2d(8, 2, 1)  # repeatability, at 1/1
+        _he_init(self)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f1, _, _, x, rel = self.encode(images)
+        d1 = self.dec1(self.full2(self.full(f1)))
+        rep = _two_class_head(d1 * d1, self.sal)
+        return F.normalize(x, dim=1), rel, rep
+
+
+def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def fold_for_inference(net: nn.Module) -> nn.Module:
+    """An inference copy of ``net`` with every BatchNorm folded into the conv before it.
+
+    In eval mode ``BN(conv(x)) = conv'(x)`` with ``w' = w / sqrt(var + eps)`` and
+    ``b' = (b - mean) / sqrt(var + eps)`` (``torch.nn.utils.fusion``), so the forward
+    is the same function (up to float rounding) with one pass over each feature map
+    fewer: about 30 % faster on the CPU. The copy is in eval mode; ``net`` is untouched.
+    """
+    folded = copy.deepcopy(net).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, bn = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module[i] = fuse_conv_bn_eval(conv, bn)
+                module[i + 1] = nn.Identity()
+    return folded
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor, got {images.dtype}")
