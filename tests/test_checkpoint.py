@@ -1,4 +1,5 @@
-"""Tests for fundusfeat.features.models (the registry) and fundusfeat.features.checkpoint (loading weights)."""
+"""Tests for fundusfeat.features.models (the registry) and fundusfeat.features.checkpoint
+(loading weights)."""
 
 from __future__ import annotations
 

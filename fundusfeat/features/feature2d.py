@@ -409,7 +409,8 @@ def keypoint_tuple(features: Features) -> tuple[cv2.KeyPoint, ...]:
 
 
 def to_keypoints(features: Features) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray]:
-    """``(tuple of cv2.KeyPoint, descriptors)`` of :class:`~fundusfeat.features.detector.Features`."""
+    """``(tuple of cv2.KeyPoint, descriptors)`` of
+    :class:`~fundusfeat.features.detector.Features`."""
     if len(features) == 0:
         return (), np.empty((0, features.desc.shape[1]), np.float32)
     return keypoint_tuple(features), features.desc

@@ -8,9 +8,9 @@ Conventions:
   :class:`~fundusfeat.geometry.transforms.Transform` (``RegistrationResult.transform``) or a
   homography ``H`` (``p2 ~ H @ [x1, y1, 1]``, pixel centres at integer coordinates, x
   before y) as returned by :func:`fundusfeat.estimate_projective` and
-  ``cv2.findHomography(src=kps1, dst=kps2)``. :func:`fundusfeat.geometry.transforms.warp_to` uses it to
-  bring image 2 into image 1's frame, which is what :func:`checkerboard` and
-  :func:`overlay` compare.
+  ``cv2.findHomography(src=kps1, dst=kps2)``.
+  :func:`fundusfeat.geometry.transforms.warp_to` uses it to bring image 2 into image 1's
+  frame, which is what :func:`checkerboard` and :func:`overlay` compare.
 
 These helpers need only OpenCV and numpy (no matplotlib).
 """
@@ -152,7 +152,8 @@ def checkerboard(img1: np.ndarray, img2_warped: np.ndarray, tiles: int = 8) -> n
 
     Args:
         img1: image 1.
-        img2_warped: image 2 in image 1's frame (:func:`~fundusfeat.geometry.transforms.warp_to`), same height and width.
+        img2_warped: image 2 in image 1's frame
+            (:func:`~fundusfeat.geometry.transforms.warp_to`), same height and width.
         tiles: number of tiles along each side (>= 1).
 
     Returns:
@@ -177,7 +178,8 @@ def overlay(img1: np.ndarray, img2_warped: np.ndarray) -> np.ndarray:
 
     Args:
         img1: image 1.
-        img2_warped: image 2 in image 1's frame (:func:`~fundusfeat.geometry.transforms.warp_to`), same height and width.
+        img2_warped: image 2 in image 1's frame
+            (:func:`~fundusfeat.geometry.transforms.warp_to`), same height and width.
 
     Returns:
         (H, W, 3) uint8 BGR image: B = R = green channel of ``img2_warped``, G = green

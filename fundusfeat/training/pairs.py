@@ -2,7 +2,8 @@
 
 Each image is brought once to the working scale (FOV diameter ``target_diameter``).
 A pair is then made as in the paper: a random global rescale (``scale_range``),
-a random projective warp of the rescaled image (:func:`fundusfeat.training.warps.sample_homography`),
+a random projective warp of the rescaled image
+(:func:`fundusfeat.training.warps.sample_homography`),
 one crop in each image (at least ``min_fov_fraction`` of crop 1 inside the FOV; at
 least ``min_overlap`` of crop 1 mapped inside crop 2's FOV), and an independent
 photometric change of each crop (:func:`fundusfeat.training.warps.photometric_change`).
