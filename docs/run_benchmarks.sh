@@ -5,12 +5,14 @@
 # the speed rows need the machine to themselves.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+mkdir -p results
 
 HELD_OUT=(training/splits/val.txt ../shared/data/retina.jpg)
 export OMP_NUM_THREADS=2
 
 # how the inference defaults were chosen: seed-1 pairs (not the benchmark's seed 0)
-python examples/sweep_defaults.py --seed 1 --presets easy,hard,eye > results/sweep.md
+python examples/sweep_defaults.py --images "${HELD_OUT[@]}" --seed 1 --presets easy,hard,eye \
+  > results/sweep.md
 
 # accuracy: homography presets (both estimators), eye-model presets, full size and 768 px
 fundusfeat evaluate --synthetic "${HELD_OUT[@]}" --preset hard --pairs 36 --seed 0 --quiet \
@@ -43,8 +45,10 @@ fundusfeat bench "${HELD_OUT[@]}" --device cpu --sizes 768,1152 --threads 2 --re
   --methods sift,sift-clahe,r2d2fundus --profile --pipeline --shift --quiet --out results/bench
 
 # datasets: 84 pairs over 24 images (loop vs batch), then 1008 pairs (batch only, memory)
-python examples/batch_benchmark.py --eyes 3 --visits 8 > results/batch-84.txt
-python examples/batch_benchmark.py --eyes 36 --visits 8 --modes batch > results/batch-1008.txt
+python examples/batch_benchmark.py --sources "${HELD_OUT[@]}" --eyes 3 --visits 8 \
+  > results/batch-84.txt
+python examples/batch_benchmark.py --sources "${HELD_OUT[@]}" --eyes 36 --visits 8 --modes batch \
+  > results/batch-1008.txt
 
 # the cross-check matcher: one pass against two, and cv2
 python examples/matcher_speed.py --n 5000 --threads 2 > results/matcher.txt

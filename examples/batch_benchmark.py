@@ -10,8 +10,11 @@ eye paired) from held-out photographs, then
 and prints wall time and peak memory of each, each in a fresh process, plus whether the
 rows are identical. Run from the repository root::
 
-    python examples/batch_benchmark.py --eyes 3 --visits 8          # 84 pairs, 24 images
-    python examples/batch_benchmark.py --eyes 36 --visits 8 --modes batch   # 1008 pairs
+    HELD_OUT="training/splits/val.txt ../shared/data/retina.jpg"
+    python examples/batch_benchmark.py --sources $HELD_OUT --eyes 3 --visits 8   # 84 pairs
+    python examples/batch_benchmark.py --sources $HELD_OUT --eyes 36 --visits 8 --modes batch
+
+Without ``--sources`` the cohort is made from the embedded demo photograph.
 """
 
 from __future__ import annotations
@@ -29,9 +32,8 @@ from pathlib import Path
 import cv2
 
 from fundusfeat.evaluation.cohort import make_cohort
-from fundusfeat.io.images import expand_image_args, read_image
-
-DEFAULT_SOURCES = ["training/splits/val.txt", "../shared/data/retina.jpg"]
+from fundusfeat.evaluation.sources import benchmark_images
+from fundusfeat.io.images import read_image
 
 
 def run_mode(mode: str, table: Path, out: Path) -> dict:
@@ -66,7 +68,13 @@ def _rows(path: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sources", nargs="+", default=DEFAULT_SOURCES)
+    parser.add_argument(
+        "--sources",
+        nargs="*",
+        default=[],
+        help="held-out photographs, e.g. training/splits/val.txt ../shared/data/retina.jpg "
+        "(default: the embedded demo photograph)",
+    )
     parser.add_argument("--eyes", type=int, default=3)
     parser.add_argument("--visits", type=int, default=8)
     parser.add_argument("--modes", default="loop,batch")
@@ -77,7 +85,7 @@ def main() -> int:
         print(json.dumps(run_mode(args.run[0], Path(args.run[1]), Path(args.run[2]))))
         return 0
     folder = args.folder or Path(tempfile.mkdtemp(prefix="cohort-"))
-    sources = [read_image(p) for p in expand_image_args(args.sources)]
+    sources = [read_image(p) for p in benchmark_images(args.sources)]
     eyes = [sources[i % len(sources)] for i in range(args.eyes)]
     eyes = [cv2.flip(img, 1) if (i // len(sources)) % 2 else img for i, img in enumerate(eyes)]
     table = make_cohort(eyes, args.visits, folder, seed=0)

@@ -30,13 +30,14 @@ def main() -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--folder", type=Path, help="folder of <name>_1 / <name>_2 images")
     source.add_argument("--csv", type=Path, help="CSV file with columns image1,image2")
-    parser.add_argument("--out", type=Path, default=Path("results.csv"))
+    parser.add_argument("--out", type=Path, default=Path("out/results.csv"))
     parser.add_argument("--model", choices=models.names(), default=None)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
 
     options = {} if args.model is None else {"model": args.model}
     detector = fundusfeat.R2D2Fundus.create(**options)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = register_dataset(args.folder or args.csv, args.out, detector, workers=args.workers)
     print("\n".join(summary.lines()))
     print(f"wrote {args.out}")

@@ -11,6 +11,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import cv2
 
@@ -22,7 +23,7 @@ from fundusfeat.io.demo import load_demo_pair
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="*", help="two images (default: the demo pair)")
-    parser.add_argument("--out", default="matches.png")
+    parser.add_argument("--out", default="out/matches.png")
     parser.add_argument("--model", choices=models.names(), default=None)
     args = parser.parse_args()
 
@@ -54,6 +55,7 @@ def main() -> int:
         matchesMask=mask,
         flags=cv2.DrawMatchesFlags_NOT_DRAW_SINGLE_POINTS,
     )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(args.out, figure)
     n_in = int(sum(mask)) if mask is not None else 0
     print(f"{len(kps1)} / {len(kps2)} keypoints, {len(matches)} matches, {n_in} inliers")

@@ -95,7 +95,7 @@ def main() -> int:
     parser.add_argument("image", nargs="?", help="a colour fundus photograph (default: demo)")
     parser.add_argument("--preset", default="eye", choices=sorted(EYE_PRESETS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, default=Path("out"))
     args = parser.parse_args()
     image = read_image(args.image) if args.image else load_demo_pair()[0]
     pair = make_eye_pair(image, EYE_PRESETS[args.preset], args.seed)

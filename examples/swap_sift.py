@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from importlib import resources
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -37,7 +38,7 @@ def main() -> int:
     parser.add_argument("image1", nargs="?", default=default1)
     parser.add_argument("image2", nargs="?", default=default2)
     parser.add_argument("--detector", choices=("sift", "fundusfeat"), default="sift")
-    parser.add_argument("--out", default="swap_sift_overlay.png")
+    parser.add_argument("--out", default="out/swap_sift_overlay.png")
     args = parser.parse_args()
 
     img1 = cv2.imread(args.image1)
@@ -68,6 +69,7 @@ def main() -> int:
     h, w = img1.shape[:2]
     registered = cv2.warpPerspective(img2, H, (w, h), flags=cv2.WARP_INVERSE_MAP)
     overlay = cv2.merge([registered[..., 1], img1[..., 1], registered[..., 1]])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(args.out, overlay)
     print(f"wrote {args.out}")
     return 0

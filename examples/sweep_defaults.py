@@ -1,11 +1,12 @@
 """Compare inference settings of the default detector on held-out synthetic pairs.
 
-This is how the ``fast`` model's defaults in ``fundusfeat/models.py`` were chosen
+This is how the ``fast`` model's defaults in ``fundusfeat/features/models.py`` were chosen
 (docs/benchmarks.md, "Choosing the defaults"): every setting registers the same pairs
 with ``register()`` and is scored with the Registration Score. Run from the repository
 root::
 
-    python examples/sweep_defaults.py --seed 1 --presets easy,hard,eye
+    python examples/sweep_defaults.py --images training/splits/val.txt ../shared/data/retina.jpg \\
+        --seed 1 --presets easy,hard,eye
 
 Use a seed other than the benchmark's (0), so the benchmark does not grade its own
 tuning.
@@ -20,7 +21,7 @@ import fundusfeat
 from fundusfeat.evaluation.presets import preset_pairs
 from fundusfeat.evaluation.report import summarize
 from fundusfeat.evaluation.runner import run_evaluation
-from fundusfeat.io.images import expand_image_args
+from fundusfeat.evaluation.sources import benchmark_images
 
 SETTINGS = {
     "FOV 1000 (the default)": ({}, {}),
@@ -38,13 +39,17 @@ setting shrinks them."""
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--images", nargs="+", default=["training/splits/val.txt", "../shared/data/retina.jpg"]
+        "--images",
+        nargs="*",
+        default=[],
+        help="held-out photographs, e.g. training/splits/val.txt ../shared/data/retina.jpg "
+        "(default: the embedded demo photograph)",
     )
     parser.add_argument("--presets", default="easy,hard,eye")
     parser.add_argument("--pairs", type=int, default=36)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    images = expand_image_args(args.images)
+    images = benchmark_images(args.images)
     methods = {
         name: functools.partial(
             fundusfeat.register, detector=fundusfeat.R2D2Fundus.create(**detector), **options

@@ -29,7 +29,7 @@ from fundusfeat.io.images import read_image
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="*", help="two images (default: the demo pair)")
-    parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, default=Path("out"))
     args = parser.parse_args()
     if not args.images:
         img1, img2, _ = load_demo_pair()

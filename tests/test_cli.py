@@ -137,3 +137,11 @@ def test_broken_dependency_is_not_hidden(monkeypatch, tmp_path):
     _external(monkeypatch, tmp_path, "import ff_no_such_dependency\n")
     with pytest.raises(ModuleNotFoundError, match="ff_no_such_dependency"):
         cli.main(["fake"])
+
+
+def test_register_without_out_writes_no_figures(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = str(DATA / "retina_a.jpg"), str(DATA / "retina_b.jpg")
+    code, summary = _run_json(capsys, ["register", a, b])
+    assert code == 0 and summary["figures"] == []
+    assert list(tmp_path.iterdir()) == []

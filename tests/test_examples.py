@@ -14,11 +14,14 @@ from .conftest import DEFAULT_MODEL
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _run(monkeypatch, script: str, *args: str) -> int:
+def _run(monkeypatch, script: str, *args: str) -> int | None:
+    """The script's exit code (0 when it ends without ``sys.exit``)."""
     monkeypatch.setattr(sys, "argv", [script, *args])
-    with pytest.raises(SystemExit) as exc:
+    try:
         runpy.run_path(str(EXAMPLES / script), run_name="__main__")
-    return exc.value.code
+    except SystemExit as exc:
+        return exc.code
+    return 0
 
 
 def test_swap_sift_registers_the_demo_pair_with_sift(monkeypatch, tmp_path, capsys):
@@ -94,3 +97,35 @@ def test_verification_summary(monkeypatch, tmp_path, image_path, make_fundus, ca
     assert _run(monkeypatch, "verification_summary.py", *args, str(tmp_path / "imp")) == 0
     out = capsys.readouterr().out
     assert "/2 refused" in out and "/20 accepted" in out and "margin:" in out
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_every_example_has_help(monkeypatch, tmp_path, capsys, script):
+    monkeypatch.chdir(tmp_path)  # a user's clone: no ../shared beside it
+    assert _run(monkeypatch, script, "--help") == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "written"),
+    [
+        ("swap_sift.py", (), "out/swap_sift_overlay.png"),
+        ("draw_matches.py", ("--model", DEFAULT_MODEL), "out/matches.png"),
+        ("warp_with_transform.py", (), "out/registered.png"),
+        ("eye_model_figure.py", (), "out/eye_model_overlay.png"),
+        pytest.param(
+            "sweep_defaults.py", ("--pairs", "1", "--presets", "easy"), None, marks=pytest.mark.slow
+        ),
+        ("batch_benchmark.py", ("--eyes", "1", "--visits", "2", "--modes", "batch"), None),
+    ],
+)
+def test_examples_run_with_their_defaults_without_shared(
+    monkeypatch, tmp_path, capsys, script, args, written
+):
+    """Defaults use the package's own data and write under out/ of the working folder."""
+    monkeypatch.chdir(tmp_path)
+    assert _run(monkeypatch, script, *args) == 0
+    assert capsys.readouterr().out
+    if written is not None:
+        assert (tmp_path / written).is_file()
+    assert {p.name for p in tmp_path.iterdir()} <= {"out"}

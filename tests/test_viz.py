@@ -139,3 +139,60 @@ def test_draw_matches_max_draw_thins_evenly() -> None:
     assert _thin(list(range(3)), 5) == [0, 1, 2]
     with pytest.raises(ValueError, match="max_draw"):
         _thin([1], -1)
+
+
+# ------------------------------------------------------------ legends and figure sizes
+def test_with_legend_adds_a_readable_strip(image):
+    out = viz.with_legend(image, "green: a | magenta: b")
+    assert out.shape[1] == image.shape[1] and out.shape[0] > image.shape[0]
+    np.testing.assert_array_equal(out[: image.shape[0]], image)
+    strip = out[image.shape[0] :]
+    assert strip.max() > 200 and np.median(strip) < 64  # white text on a dark strip
+    wide = viz.with_legend(np.zeros((100, 3000, 3), np.uint8), "x" * 20)
+    assert wide.shape[0] - 100 > out.shape[0] - image.shape[0]  # the font grows with width
+    long = viz.with_legend(image, "a very long legend " * 20)  # shrunk to fit
+    assert long.shape[1] == image.shape[1]
+
+
+def test_draw_matches_max_side_shrinks_and_keeps_the_lines():
+    img = np.zeros((1000, 1500, 3), np.uint8)
+    kps = _keypoints([(100, 100), (1400, 900)])
+    matches = [cv2.DMatch(0, 1, 0.1), cv2.DMatch(1, 0, 0.2)]
+    out = viz.draw_matches(img, kps, img, kps, matches, max_side=600)
+    assert out.shape == (200, 600, 3)
+    assert _colour_count(out, viz.INLIER_COLOR) > 50  # lines drawn after shrinking
+    assert viz.draw_matches(img, kps, img, kps, matches, max_side=5000).shape == (1000, 3000, 3)
+
+
+class _Result:
+    """The fields of a RegistrationResult the figures read."""
+
+    def __init__(self, size: int, transform) -> None:
+        self.keypoints1 = self.keypoints2 = _keypoints([(size / 3, size / 2), (size / 2, size / 3)])
+        self.matches = [cv2.DMatch(0, 0, 0.1), cv2.DMatch(1, 1, 0.1)]
+        self.inliers = np.array([[1], [0]], np.uint8)
+        self.transform = transform
+
+
+def test_registration_figures_of_a_large_pair_are_shrunk_but_the_crop_is_not():
+    from fundusfeat.geometry.transforms import homography_transform
+
+    size = 2912
+    rng = np.random.default_rng(1)
+    img = cv2.resize(rng.integers(0, 255, (91, 91, 3), dtype=np.uint8), (size, size))
+    figures = viz.registration_figures(
+        img, img, _Result(size, homography_transform(np.eye(3))), ("a.jpg", "b.jpg")
+    )
+    assert set(figures) == {"matches", "registered", "checkerboard", "overlay", "overlay_crop"}
+    assert max(figures["matches"].shape[:2]) == viz.MAX_FIGURE_SIDE
+    for name in ("registered", "checkerboard", "overlay"):
+        assert figures[name].shape[1] == viz.MAX_FIGURE_SIDE, name
+    assert figures["overlay_crop"].shape[1] == 512  # full resolution, not shrunk
+    png = cv2.imencode(".png", figures["matches"])[1]
+    assert png.nbytes < 8e6
+
+
+def test_registration_figures_without_a_transform():
+    img = np.zeros((64, 64, 3), np.uint8)
+    figures = viz.registration_figures(img, img, _Result(64, None))
+    assert list(figures) == ["matches"]

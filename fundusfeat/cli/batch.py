@@ -70,7 +70,7 @@ def run_register_batch(args: argparse.Namespace) -> int:
 
 def _figure_writer(folder: Path):
     """An ``on_result`` callback writing the registration figures of each pair."""
-    from fundusfeat.cli.register import figure_images
+    from fundusfeat.io.figures import registration_figures
     from fundusfeat.io.images import read_image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,9 @@ def _figure_writer(folder: Path):
             return
         img1, img2 = read_image(pair.path1), read_image(pair.path2)
         stem = f"{Path(pair.image1).stem}__{Path(pair.image2).stem}"
-        for name, image in figure_images(img1, img2, result).items():
+        for name, image in registration_figures(
+            img1, img2, result, (pair.image1, pair.image2)
+        ).items():
             cv2.imwrite(str(folder / f"{stem}_{name}.png"), image)
 
     return write

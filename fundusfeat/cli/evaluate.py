@@ -22,6 +22,7 @@ from fundusfeat.evaluation.fire import load_fire
 from fundusfeat.evaluation.pipeline import pipeline_table, time_pipelines
 from fundusfeat.evaluation.runner import oracle_results, run_evaluation
 from fundusfeat.evaluation.shift import SHIFTS, shift_repeatability
+from fundusfeat.evaluation.sources import benchmark_images
 from fundusfeat.features.hardware import cpu_model
 from fundusfeat.io import images as images
 from fundusfeat.io.progress import ProgressLine
@@ -76,16 +77,17 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     source.add_argument("--fire", type=Path, metavar="DIR", help="FIRE dataset root")
     source.add_argument(
         "--synthetic",
-        nargs="+",
+        nargs="*",
         metavar="IMAGES",
-        help="image files, directories or .txt lists (never training images)",
+        help="image files, directories or .txt lists (never training images; none: the "
+        "embedded demo photograph)",
     )
     source.add_argument(
         "--impostors",
-        nargs="+",
+        nargs="*",
         metavar="IMAGES",
         help="pairs that cannot be registered, made from these images (never training "
-        "images): report false successes and confidences",
+        "images; none: the embedded demo photograph): report false successes and confidences",
     )
     p.add_argument(
         "--preset",
@@ -130,7 +132,7 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _evaluation_pairs(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     if args.fire is not None:
         return load_fire(args.fire), {"dataset": "FIRE", "root": str(args.fire)}
-    paths = images.expand_image_args(args.synthetic)
+    paths = benchmark_images(args.synthetic)
     pairs = presets.preset_pairs(paths, args.preset, args.pairs, args.seed)
     meta = {
         "dataset": "synthetic",
@@ -180,7 +182,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
 
 def _run_impostors(args: argparse.Namespace, names: list[str], methods: dict) -> int:
     """``fundusfeat evaluate --impostors IMAGES``: false successes and confidences."""
-    paths = images.expand_image_args(args.impostors)
+    paths = benchmark_images(args.impostors)
     pairs = impostors.impostor_pairs(paths)
     results = impostors.run_impostors(pairs, methods, ProgressLine(not args.quiet))
     header, rows = impostors.impostor_table(results)
@@ -253,11 +255,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _bench_images(args: list[str]) -> list:
-    if args:
-        return [images.read_image(p) for p in images.expand_image_args(args)]
-    from fundusfeat.io.demo import load_demo_pair
-
-    return [load_demo_pair()[0]]
+    return [images.read_image(p) for p in benchmark_images(args)]
 
 
 def _devices(choice: str) -> tuple[str, ...]:

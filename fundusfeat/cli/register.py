@@ -25,7 +25,6 @@ from fundusfeat.cli.options import (
     registration_options,
 )
 from fundusfeat.evaluation.metrics import mean_corner_error
-from fundusfeat.geometry.transforms import warp_to
 from fundusfeat.io import figures as viz
 from fundusfeat.io.demo import load_demo_pair
 from fundusfeat.pipeline.register import register
@@ -59,7 +58,12 @@ def add_register_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _add_registration_options(parser: argparse.ArgumentParser, prefix: str) -> None:
     """Options shared by ``demo`` and ``register``: detector, estimator and outputs."""
-    parser.add_argument("--out", type=Path, default=Path("."), help="folder for the figures")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write the figures (matches, registered, checkerboard, overlay, a "
+        "full-resolution crop) into this folder; without it none are written",
+    )
     parser.add_argument("--prefix", default=prefix, help="file-name prefix of the figures")
     add_detector_options(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -67,49 +71,6 @@ def _add_registration_options(parser: argparse.ArgumentParser, prefix: str) -> N
 
 def _register(img1: np.ndarray, img2: np.ndarray, args: argparse.Namespace) -> Any:
     return register(img1, img2, detector=make_detector(args), **registration_options(args))
-
-
-MAX_DRAWN_MATCHES = 150
-"""Inliers (and outliers) drawn in the matches figure; more would cover the images."""
-
-
-def figure_images(img1: np.ndarray, img2: np.ndarray, result: Any) -> dict[str, np.ndarray]:
-    """The figures of a result, by name: matches always; when registered, image 2 in
-    image 1's frame (``registered``), the checkerboard, the overlay and a crop of the
-    overlay at full resolution (``overlay_crop``, where errors of a few pixels show)."""
-    figures = {
-        "matches": viz.draw_matches(
-            img1,
-            result.keypoints1,
-            img2,
-            result.keypoints2,
-            result.matches,
-            result.inliers,
-            max_draw=MAX_DRAWN_MATCHES,
-        )
-    }
-    if result.transform is not None:
-        warped = warp_to(img2, result.transform, img1.shape)
-        figures["registered"] = viz.to_bgr_uint8(warped, "registered")
-        figures["checkerboard"] = viz.checkerboard(img1, warped)
-        figures["overlay"] = viz.overlay(img1, warped)
-        figures["overlay_crop"] = viz.detail_crop(
-            figures["overlay"], _inlier_centre(result, img1.shape)
-        )
-    return figures
-
-
-def _inlier_centre(result: Any, shape: tuple[int, ...]) -> tuple[float, float]:
-    """Median image-1 position of the inliers (where the crop of the overlay looks; the
-    image centre when there are none)."""
-    mask = np.asarray(result.inliers).reshape(-1).astype(bool)
-    pts = [
-        result.keypoints1[m.queryIdx].pt for m, ok in zip(result.matches, mask, strict=True) if ok
-    ]
-    if not pts:
-        return (shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0
-    xy = np.asarray(pts)
-    return float(np.median(xy[:, 0])), float(np.median(xy[:, 1]))
 
 
 def _write_figures(figures: dict[str, np.ndarray], out: Path, prefix: str) -> list[Path]:
@@ -190,15 +151,19 @@ def _register_and_report(
     img2: np.ndarray,
     args: argparse.Namespace,
     title: str,
+    names: tuple[str, str],
     H_true: np.ndarray | None = None,
 ) -> int:
-    """Register, write the figures, print the report.
+    """Register, write the figures (only with ``--out``), print the report.
 
     Returns 0 on success, 1 when registration failed or (``H_true`` given) the estimate
     is not within :data:`DEMO_TOLERANCE_PX` of ``H_true``.
     """
     result = _register(img1, img2, args)
-    paths = _write_figures(figure_images(img1, img2, result), args.out, args.prefix)
+    paths = []
+    if args.out is not None:
+        figures = viz.registration_figures(img1, img2, result, names)
+        paths = _write_figures(figures, args.out, args.prefix)
     summary = _summary(result, paths)
     if H_true is not None:
         summary.update(_truth_check(result.H, H_true, img1.shape))
@@ -210,10 +175,13 @@ def run_demo(args: argparse.Namespace) -> int:
     """``fundusfeat demo``: register the embedded demo pair and compare with its true H."""
     img1, img2, H_true = load_demo_pair()
     title = f"fundusfeat {__version__} demo: embedded pair {img1.shape[1]}x{img1.shape[0]}"
-    return _register_and_report(img1, img2, args, title, H_true)
+    names = ("retina_a.jpg", "retina_b.jpg")
+    return _register_and_report(img1, img2, args, title, names, H_true)
 
 
 def run_register(args: argparse.Namespace) -> int:
     """``fundusfeat register A B``: register two images from disk."""
     img1, img2 = read_image_arg(args.image1), read_image_arg(args.image2)
-    return _register_and_report(img1, img2, args, f"{args.image1} -> {args.image2}")
+    title = f"{args.image1} -> {args.image2}"
+    names = (args.image1.name, args.image2.name)
+    return _register_and_report(img1, img2, args, title, names)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,6 +23,13 @@ DEMO_SIZE = 768
 """Long side (pixels) of the embedded demo images."""
 
 FILE_A, FILE_B, FILE_META = "retina_a.jpg", "retina_b.jpg", "demo_pair.json"
+
+
+def photograph_path() -> Path:
+    """The path of the embedded photograph (view A of the demo pair, scikit-image's CC0
+    retina at 768 px): the image set that benchmark commands and examples fall back to
+    when given none, so they run on a clone without the held-out images."""
+    return Path(str(resources.files("fundusfeat").joinpath("data", FILE_A)))
 
 
 def _read_data(name: str) -> bytes:

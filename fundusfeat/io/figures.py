@@ -18,16 +18,25 @@ These helpers need only OpenCV and numpy (no matplotlib).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
-from fundusfeat.io.arrays import to_uint8
+from fundusfeat.io.arrays import resize_image, to_uint8
 
 INLIER_COLOR = (0, 200, 0)
 """BGR colour of inlier matches (green)."""
 OUTLIER_COLOR = (0, 0, 230)
 """BGR colour of outlier matches (red)."""
+
+MAX_FIGURE_SIDE = 2048
+"""Longest side (px) of an overview figure (matches, registered, checkerboard, overlay):
+larger images are shrunk (INTER_AREA) so that a figure of a 2912-px pair stays a few MB.
+Crops (:func:`detail_crop`) keep full resolution."""
+
+MAX_DRAWN_MATCHES = 150
+"""Inliers (and outliers) drawn in the matches figure; more would cover the images."""
 
 
 def to_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -102,6 +111,7 @@ def draw_matches(
     inliers: np.ndarray | None = None,
     inliers_only: bool = False,
     max_draw: int | None = None,
+    max_side: int | None = None,
 ) -> np.ndarray:
     """Draw matches side by side with ``cv2.drawMatches``, inliers green, outliers red.
 
@@ -115,15 +125,26 @@ def draw_matches(
         inliers_only: draw only the inliers.
         max_draw: draw at most this many inliers and this many outliers (evenly spaced
             in the match list, so the figure stays readable); None draws all.
+        max_side: shrink both images by one factor so that the figure's longer side is at
+            most this many pixels (the lines are drawn after shrinking, so they stay
+            visible); None keeps full resolution.
 
     Returns:
-        (max(h1, h2), w1 + w2, 3) uint8 BGR image.
+        ``(max(h1, h2) * s, (w1 + w2) * s, 3)`` uint8 BGR image (``s = 1`` unless
+        ``max_side`` shrinks it).
     """
     good, bad = _inlier_split(matches, inliers)
     if max_draw is not None:
         good, bad = _thin(good, max_draw), _thin(bad, max_draw)
     left, right = to_bgr_uint8(img1, "img1"), to_bgr_uint8(img2, "img2")
     kps1, kps2 = tuple(kps1), tuple(kps2)
+    if max_side is not None:
+        width = left.shape[1] + right.shape[1]
+        scale = max_side / max(width, left.shape[0], right.shape[0])
+        if scale < 1.0:
+            left, f1 = resize_image(left, scale)
+            right, f2 = resize_image(right, scale)
+            kps1, kps2 = _scaled_keypoints(kps1, f1), _scaled_keypoints(kps2, f2)
     flags = cv2.DrawMatchesFlags_NOT_DRAW_SINGLE_POINTS
     canvas = cv2.drawMatches(left, kps1, right, kps2, [], None, flags=flags)
     layers = (
@@ -143,6 +164,126 @@ def draw_matches(
                 flags=flags | cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG,
             )
     return canvas
+
+
+def _scaled_keypoints(
+    kps: Sequence[cv2.KeyPoint], factors: tuple[float, float]
+) -> tuple[cv2.KeyPoint, ...]:
+    """Keypoints moved into an image resized by ``(sx, sy)`` (pixel centres:
+    ``x' = (x + 0.5) * sx - 0.5``)."""
+    sx, sy = factors
+    return tuple(
+        cv2.KeyPoint((k.pt[0] + 0.5) * sx - 0.5, (k.pt[1] + 0.5) * sy - 0.5, k.size * sx)
+        for k in kps
+    )
+
+
+def shrink(image: np.ndarray, max_side: int = MAX_FIGURE_SIDE) -> np.ndarray:
+    """``image`` shrunk (INTER_AREA) so that its longer side is at most ``max_side``."""
+    scale = max_side / max(image.shape[:2])
+    return resize_image(image, scale)[0] if scale < 1.0 else image
+
+
+def with_legend(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` with a one-line legend in a dark strip below it.
+
+    The font is scaled to the image width so the line stays readable on large figures
+    and fits on small ones.
+
+    Args:
+        image: (H, W) or (H, W, 3) image (see the module conventions).
+        text: the legend (ASCII; which colour or side is which image).
+
+    Returns:
+        (H + h, W, 3) uint8 BGR image, ``h`` the strip's height.
+    """
+    img = to_bgr_uint8(image, "image")
+    width = img.shape[1]
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, max(1, width // 1200)
+    scale = max(0.3, width / 1600.0)
+    (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
+    if tw > 0.98 * width:
+        scale *= 0.98 * width / tw
+        (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
+    pad = max(4, th // 2)
+    strip = np.full((th + base + 2 * pad, width, 3), 32, np.uint8)
+    cv2.putText(strip, text, (pad, pad + th), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return np.vstack([img, strip])
+
+
+def registration_figures(
+    img1: np.ndarray,
+    img2: np.ndarray,
+    result: Any,
+    names: tuple[str, str] = ("image 1", "image 2"),
+    max_side: int = MAX_FIGURE_SIDE,
+) -> dict[str, np.ndarray]:
+    """The figures of a registration result, by name, each with a one-line legend.
+
+    ``matches`` always; when there is a transform, ``registered`` (image 2 in image 1's
+    frame), ``checkerboard``, ``overlay`` and ``overlay_crop`` (a crop of the overlay at
+    full resolution around the inliers' median, where errors of a few pixels show).
+    Overview figures are shrunk to ``max_side``; the crop is not.
+
+    Args:
+        img1, img2: the registered images (see the module conventions).
+        result: a :class:`~fundusfeat.pipeline.register.RegistrationResult` (its
+            ``keypoints1/2``, ``matches``, ``inliers`` and ``transform``, whose ``warp``
+            resamples image 2 into image 1's frame).
+        names: how the legends call image 1 and image 2 (e.g. file names).
+        max_side: longest side of the overview figures.
+
+    Returns:
+        name -> (h, w, 3) uint8 BGR figure.
+    """
+    n1, n2 = names
+    good = int(np.count_nonzero(result.inliers)) if result.inliers is not None else 0
+    matches = draw_matches(
+        img1, result.keypoints1, img2, result.keypoints2, result.matches, result.inliers,
+        max_draw=MAX_DRAWN_MATCHES, max_side=max_side,
+    )  # fmt: skip
+    figures = {
+        "matches": with_legend(
+            matches,
+            f"left: {n1} | right: {n2} | green: inliers ({good}) | red: outliers "
+            f"({len(result.matches) - good}); at most {MAX_DRAWN_MATCHES} of each drawn",
+        )
+    }
+    if result.transform is None:
+        return figures
+    h, w = img1.shape[:2]
+    warped = to_bgr_uint8(result.transform.warp(img2, (w, h)), "registered")
+    over = overlay(img1, warped)
+    model = result.transform.model
+    figures["registered"] = with_legend(
+        shrink(warped, max_side), f"{n2} resampled into the frame of {n1} ({model})"
+    )
+    figures["checkerboard"] = with_legend(
+        shrink(checkerboard(img1, warped), max_side),
+        f"tiles alternate {n1} and {n2} (registered, {model})",
+    )
+    figures["overlay"] = with_legend(
+        shrink(over, max_side), f"green: {n1} | magenta: {n2} (registered) | grey: both agree"
+    )
+    cx, cy = _inlier_centre(result, (h, w))
+    figures["overlay_crop"] = with_legend(
+        detail_crop(over, (cx, cy)),
+        f"full resolution at ({cx:.0f}, {cy:.0f}): green {n1}, magenta {n2}",
+    )
+    return figures
+
+
+def _inlier_centre(result: Any, shape: tuple[int, int]) -> tuple[float, float]:
+    """Median image-1 position of the inliers (where the crop of the overlay looks; the
+    image centre when there are none)."""
+    mask = np.asarray(result.inliers).reshape(-1).astype(bool)
+    pts = [
+        result.keypoints1[m.queryIdx].pt for m, ok in zip(result.matches, mask, strict=True) if ok
+    ]
+    if not pts:
+        return (shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0
+    xy = np.asarray(pts)
+    return float(np.median(xy[:, 0])), float(np.median(xy[:, 1]))
 
 
 def checkerboard(img1: np.ndarray, img2_warped: np.ndarray, tiles: int = 8) -> np.ndarray:
