@@ -90,6 +90,8 @@ def test_rerun_after_deleting_rows_computes_only_those(serial, tmp_path, small_d
     out = tmp_path / "results.csv"
     lines = serial[0].read_text().splitlines()
     out.write_text("\n".join([lines[0], *lines[1:4]]) + "\n")  # keep 3 of 6 rows
+    meta = serial[0].with_name(serial[0].name + ".meta.json")
+    out.with_name(out.name + ".meta.json").write_bytes(meta.read_bytes())
     summary = register_dataset(cohort, out, small_detector)
     assert summary.skipped == 3 and summary.registered == 3
     assert _rows(out) == _rows(serial[0])

@@ -70,7 +70,11 @@ def _add_registration_options(parser: argparse.ArgumentParser, prefix: str) -> N
 
 
 def _register(img1: np.ndarray, img2: np.ndarray, args: argparse.Namespace) -> Any:
-    return register(img1, img2, detector=make_detector(args), **registration_options(args))
+    detector = make_detector(args)
+    try:
+        return register(img1, img2, detector=detector, **registration_options(args))
+    except (TypeError, ValueError) as exc:  # e.g. an image under the 16-px minimum
+        raise UsageError(str(exc)) from exc
 
 
 def _write_figures(figures: dict[str, np.ndarray], out: Path, prefix: str) -> list[Path]:

@@ -41,17 +41,23 @@ def read_image(path: str | Path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if it is truncated or corrupt (:func:`integrity_problem`) or OpenCV
-            cannot decode it.
+        ValueError: if it is empty (0 bytes), truncated or corrupt
+            (:func:`integrity_problem`) or OpenCV cannot decode it (the message names the
+            file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     data = path.read_bytes()
+    if not data:
+        raise ValueError(f"not a readable image: {path}: empty file (0 bytes)")
     problem = integrity_problem(data)
     if problem is not None:
         raise ValueError(f"not a readable image: {path}: {problem}")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as err:  # OpenCV asserts on some malformed buffers
+        raise ValueError(f"not a readable image: {path}: decode error: {err.msg}") from err
     if img is None:
         raise ValueError(f"not a readable image: {path}")
     return img

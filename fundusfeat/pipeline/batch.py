@@ -1,55 +1,71 @@
 """register_dataset: a table of image pairs -> one result row per pair, as they finish.
 
 Built for cohorts (every visit of an eye against the baseline and the previous visit),
-FIRE-style folders and montages, where one image appears in many pairs:
+FIRE-style folders and montages, where one image appears in many pairs, and for runs of
+hours that must lose nothing under faults:
 
-- **Each image is detected once.** Its features (keypoints, descriptors, keypoint
-  region, vessel image: :class:`fundusfeat.pipeline.register.ImageFeatures`) go to an
-  on-disk cache keyed by the file's sha256 and the detector's settings and weights
-  (:func:`cache_key`), so a changed image or changed weights never reuse stale
-  features. Detection runs first, per image; then every pair is registered from the
-  cache (:func:`fundusfeat.pipeline.register.register_features`, exactly what
-  :func:`fundusfeat.register` does after detecting).
+- **Each image is detected once.** Its features go to an on-disk cache keyed by the
+  file's sha256 and the detector's settings and weights (:mod:`fundusfeat.pipeline.cache`;
+  every entry carries its key and is verified when read, a damaged or foreign one is
+  deleted and recomputed). Detection runs first, per image; then every pair is
+  registered from the cache (:func:`fundusfeat.pipeline.register.register_features`,
+  exactly what :func:`fundusfeat.register` does after detecting).
 - **Bounded memory.** Nothing holds the dataset: images are read when detected,
   features are read back when a pair needs them (a small LRU keeps the last few).
-- **Rows as they finish, resumable.** Each pair's row is appended to the output CSV and
-  flushed when the pair is done; a rerun with the same output skips the pairs that
-  already have a row, so an interrupted run plus a rerun gives the rows of one
-  uninterrupted run.
+- **A journal.** Each row is one write to the output CSV (:mod:`fundusfeat.pipeline.journal`,
+  fsynced at checkpoints); a rerun with the same output and settings does only the rows
+  missing (a partial last line is cut off and redone), so an interrupted run plus a
+  rerun gives the rows of one uninterrupted run. A rerun with other settings is refused
+  unless ``restart``; ``retry_failed`` redoes the rows that failed for a reason that can
+  change (an input or runtime error, never a refusal by the verification).
+- **One run at a time** per output and per cache (:mod:`fundusfeat.pipeline.locks`).
 - **Parallel.** ``workers=N`` runs N processes on one machine (torch threads split
   evenly); ``dask="local:N"`` starts a ``dask.distributed.LocalCluster`` and
   ``dask="tcp://host:port"`` uses an existing scheduler (the optional ``dask`` extra);
-  the cache must then be on storage every worker sees. The rows equal a serial run's
-  bit for bit when the torch thread count per detection is the same; with a different
-  count, some CPUs (oneDNN on AMX) sum convolutions in another order, and H can differ
-  in its last float32 digits.
+  the cache must then be on storage every worker sees. Workers die with the run
+  (:mod:`fundusfeat.pipeline.executors`). The rows equal a serial run's bit for bit when
+  the torch thread count per detection is the same.
 
-Bad input (a missing file, an unreadable image, a malformed row) becomes a row with
-``success=False`` and the reason; the run goes on.
+Bad input (a missing, empty, undecodable or too small image, a malformed row) and any
+error in a pair's work become that row's ``success=False`` with the reason; the run goes
+on.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import tempfile
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fundusfeat.features.detector import Features
-from fundusfeat.features.feature2d import KeypointSequence, R2D2Fundus
+from fundusfeat.features.feature2d import R2D2Fundus
 from fundusfeat.io.images import IMAGE_SUFFIXES, read_image
+from fundusfeat.pipeline.cache import (
+    cache_key,
+    detector_digest,
+    detector_settings,
+    entry_path,
+    file_digest,
+    load_entry,
+    load_features,
+    remove_temporaries,
+    save_features,
+)
+from fundusfeat.pipeline.executors import ExecutorError, make_executor
+from fundusfeat.pipeline.journal import Journal, JournalError
+from fundusfeat.pipeline.locks import LockedError, RunLock
 from fundusfeat.pipeline.register import (
     ImageFeatures,
     Options,
@@ -59,28 +75,68 @@ from fundusfeat.pipeline.register import (
     register_features,
 )
 
+__all__ = [
+    "COLUMNS",
+    "BatchInputError",
+    "BatchSummary",
+    "Pair",
+    "cache_key",
+    "detector_digest",
+    "file_digest",
+    "load_features",
+    "read_pairs",
+    "register_dataset",
+    "result_row",
+    "save_features",
+]
+
 logger = logging.getLogger(__name__)
 
 COLUMNS = (
+    "index",
     "image1",
     "image2",
     "success",
+    "failure",
     "reason",
+    "num_keypoints1",
+    "num_keypoints2",
+    "num_matches",
     "num_inliers",
     "confidence",
     "model",
     "H",
     "transform",
 )
-"""Columns of the output CSV. ``H``: 9 numbers, row-major, image 1 -> image 2 (empty when
-not registered); ``transform``: the transform's JSON (``Transform.to_dict``)."""
+"""Columns of the output CSV.
 
-_CACHE_VERSION = 1
+``index``: the pair's row in the input (0 = the first row after the header; rows are
+written as they finish, so sort by it for input order). ``success``: ``True``/``False``.
+``failure``: "" on success, ``refused`` (registered, but the verification did not accept
+it, or too few matches: rerunning gives the same), ``input`` (a missing, empty,
+undecodable or too small image, a malformed row) or ``error`` (a runtime error, a lost
+worker); ``input`` and ``error`` rows are redone by ``retry_failed``. ``reason``: why it
+failed. ``num_keypoints1/2``, ``num_matches``, ``num_inliers``: as
+``fundusfeat register --json`` (empty when not computed). ``confidence``: the
+verification's confidence. ``model``: the transform model. ``H``: the best homography,
+9 numbers, row-major (``H[0,0] H[0,1] ... H[2,2]``), mapping image-1 pixels to image-2
+pixels (``p2 ~ H @ [x1, y1, 1]``, OpenCV's pixel convention), empty when not registered.
+``transform``: the transform's JSON (``Transform.to_dict``). Every float is written the
+same way: the shortest text that reads back to the same float64 (Python's ``repr``)."""
+
+FAILURE_KINDS = ("refused", "input", "error")
+"""Values of the ``failure`` column of a failed row."""
+
+RETRYABLE = ("input", "error")
+"""Failure kinds whose cause can change, redone by ``retry_failed``."""
+
 _LRU_SIZE = 8
+_CSV_FIELD_LIMIT = 2**31 - 1
 
 
 class BatchInputError(ValueError):
-    """The table of pairs or the output cannot be used at all (exit code 2)."""
+    """The table of pairs, the output, the cache or an option cannot be used at all
+    (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +144,10 @@ class Pair:
     """One row of the input: the two image paths as written and as resolved.
 
     Attributes:
-        image1, image2: the paths as the table gives them (they key the output rows).
+        image1, image2: the paths as the table gives them.
         path1, path2: resolved paths.
         problem: why the row is unusable ("" when it is fine).
+        index: the row's position in the table (0 = the first row after the header).
     """
 
     image1: str
@@ -98,6 +155,7 @@ class Pair:
     path1: Path | None
     path2: Path | None
     problem: str = ""
+    index: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -105,8 +163,9 @@ class Pair:
 
 
 def read_pairs(source: str | Path) -> list[Pair]:
-    """The pairs of a CSV table (columns ``image1,image2``, paths relative to the table)
-    or of a folder of FIRE-style ``<name>_1.<ext>`` / ``<name>_2.<ext>`` images.
+    """The pairs of a CSV table (columns ``image1,image2``, paths relative to the table;
+    UTF-8 with or without a byte-order mark) or of a folder of FIRE-style
+    ``<name>_1.<ext>`` / ``<name>_2.<ext>`` images, each with its ``index``.
 
     Raises:
         BatchInputError: no such table or folder, or a header without both columns.
@@ -114,32 +173,44 @@ def read_pairs(source: str | Path) -> list[Pair]:
     source = Path(source)
     if source.is_dir():
         images = {p.stem: p for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        stems = [s for s in sorted(images) if s.endswith("_1") and s[:-2] + "_2" in images]
         return [
-            Pair(images[s].name, images[s[:-2] + "_2"].name, images[s], images[s[:-2] + "_2"])
-            for s in sorted(images)
-            if s.endswith("_1") and s[:-2] + "_2" in images
+            Pair(
+                images[s].name,
+                images[s[:-2] + "_2"].name,
+                images[s],
+                images[s[:-2] + "_2"],
+                index=i,
+            )
+            for i, s in enumerate(stems)
         ]
     if not source.is_file():
         raise BatchInputError(f"no such pairs table or folder: {source}")
-    with source.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        if "image1" not in fields or "image2" not in fields:
-            raise BatchInputError(
-                f"{source}: the header must name the columns image1,image2, got {fields}"
-            )
-        reader.fieldnames = fields
-        out = []
-        for number, row in enumerate(reader, start=2):
-            a, b = ((row.get(k) or "").strip() for k in ("image1", "image2"))
-            if not a or not b:
-                out.append(
-                    Pair(
-                        a, b, None, None, f"line {number}: malformed row (needs image1 and image2)"
-                    )
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    try:
+        with source.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip() for f in (reader.fieldnames or [])]
+            if "image1" not in fields or "image2" not in fields:
+                raise BatchInputError(
+                    f"{source}: the header must name the columns image1,image2, got {fields}"
                 )
-                continue
-            out.append(Pair(a, b, _resolve(source.parent, a), _resolve(source.parent, b)))
+            reader.fieldnames = fields
+            out = []
+            for number, row in enumerate(reader, start=2):
+                a, b = ((row.get(k) or "").strip() for k in ("image1", "image2"))
+                i = len(out)
+                if not a or not b:
+                    why = f"line {number}: malformed row (needs image1 and image2)"
+                    out.append(Pair(a, b, None, None, why, index=i))
+                    continue
+                out.append(
+                    Pair(a, b, _resolve(source.parent, a), _resolve(source.parent, b), index=i)
+                )
+    except UnicodeDecodeError as err:
+        raise BatchInputError(f"{source}: not a UTF-8 CSV table ({err})") from err
+    except csv.Error as err:
+        raise BatchInputError(f"{source}: not a CSV table ({err})") from err
     return out
 
 
@@ -148,79 +219,10 @@ def _resolve(base: Path, text: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-# ----------------------------------------------------------------------------- the cache
-def detector_digest(detector: R2D2Fundus) -> str:
-    """sha256 of everything that changes a detector's features: model, weights, settings,
-    backend, and the registration options that the features carry (none today)."""
-    from fundusfeat.features.onnx import state_digest
-
-    core = detector.core
-    text = json.dumps(
-        {
-            "model": core.spec.name,
-            "weights": state_digest(core.state_dict),
-            "config": {k: getattr(core.config, k) for k in core.config.field_names()},
-            "backend": core.backend,
-            "version": _CACHE_VERSION,
-        },
-        sort_keys=True,
-    )
+def table_digest(table: Sequence[Pair]) -> str:
+    """sha256 of a table's rows (the paths as written, and each row's problem)."""
+    text = json.dumps([[p.image1, p.image2, p.problem] for p in table])
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """Hex sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def cache_key(path: Path, detector_hash: str) -> str:
-    """The cache key of an image: sha256 of its content and the detector's digest."""
-    return hashlib.sha256(f"{file_digest(path)}:{detector_hash}".encode()).hexdigest()[:40]
-
-
-def save_features(features: ImageFeatures, path: Path) -> None:
-    """Write :class:`ImageFeatures` compactly (``.npz``; the region bit-packed, written to
-    a temporary name and renamed, so a killed run never leaves half a file)."""
-    kps = features.keypoints
-    if isinstance(kps, KeypointSequence):
-        raw = kps.features
-    else:
-        raw = Features(
-            xy=features.xy,
-            size=np.array([k.size for k in kps], np.float32),
-            response=np.array([k.response for k in kps], np.float32),
-            octave=np.array([k.octave for k in kps], np.int64),
-            desc=features.desc,
-        )
-    vessels, factors = features.vessels
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        xy=raw.xy,
-        size=raw.size,
-        response=raw.response,
-        octave=raw.octave,
-        desc=raw.desc,
-        region=np.packbits(features.region, axis=None),
-        region_shape=np.array(features.region.shape),
-        vessels=vessels,
-        factors=np.array(factors),
-    )
-    os.replace(tmp, path)
-
-
-def load_features(path: Path) -> ImageFeatures:
-    """Read :func:`save_features`'s file back (bitwise the same arrays)."""
-    with np.load(path) as data:
-        raw = Features(data["xy"], data["size"], data["response"], data["octave"], data["desc"])
-        shape = tuple(int(v) for v in data["region_shape"])
-        region = np.unpackbits(data["region"], count=shape[0] * shape[1]).reshape(shape)
-        vessels = (data["vessels"], tuple(float(v) for v in data["factors"]))
-    return ImageFeatures(KeypointSequence(raw), raw.xy, raw.desc, region.astype(bool), vessels)
 
 
 # ----------------------------------------------------------------------------- the work
@@ -234,28 +236,37 @@ class Job:
     detector_hash: str
 
 
-def detect_image(job: Job, path: Path) -> tuple[str, str]:
-    """Detect one image into the cache (unless it is there).
+def _failure_kind(err: BaseException) -> str:
+    return "input" if isinstance(err, (FileNotFoundError, ValueError, OSError)) else "error"
+
+
+def detect_image(job: Job, path: Path) -> tuple[str, str, str, str]:
+    """Detect one image into the cache, unless a verified entry is there.
 
     Returns:
-        ``(cache key, "")``, or ``("", why)`` when the image cannot be read.
+        ``(key, "detected" or "cached", "", "")``, or ``("", "", why, kind)`` when the
+        image cannot be used (kind ``input``: missing, empty, undecodable, too small;
+        ``error``: anything else).
     """
     try:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
         key = cache_key(path, job.detector_hash)
-        target = job.cache / f"{key}.npz"
-        if not target.is_file():
-            image = read_image(path)
-            (features,) = image_features(job.detector, (image,), (None,))
-            save_features(features, target)
-        return key, ""
-    except (FileNotFoundError, ValueError, OSError) as err:
-        return "", f"cannot read image {path}: {err}"
+        if load_entry(job.cache, key) is not None:
+            return key, "cached", "", ""
+        image = read_image(path)
+        (features,) = image_features(job.detector, (image,), (None,))
+        save_features(features, entry_path(job.cache, key), key)
+        return key, "detected", "", ""
+    except Exception as err:  # every per-image error is that image's rows' reason
+        text = str(err).replace("img1", "image")
+        if str(path) not in text:
+            text = f"{path}: {text}"
+        return "", "", f"cannot use image {text}", _failure_kind(err)
 
 
 class _FeatureLRU:
-    """The last few images' features, read from the cache on demand."""
+    """The last few images' features, read (and verified) from the cache on demand."""
 
     def __init__(self, cache: Path, size: int = _LRU_SIZE) -> None:
         self.cache, self.size = cache, size
@@ -265,7 +276,7 @@ class _FeatureLRU:
         if key in self.items:
             self.items.move_to_end(key)
             return self.items[key]
-        value = load_features(self.cache / f"{key}.npz")
+        value = load_features(entry_path(self.cache, key), key)
         self.items[key] = value
         while len(self.items) > self.size:
             self.items.popitem(last=False)
@@ -275,168 +286,66 @@ class _FeatureLRU:
 _worker_lru: _FeatureLRU | None = None
 
 
-def register_pair(job: Job, key1: str, key2: str) -> RegistrationResult:
-    """Register one pair from cached features (what ``register()`` does after detecting)."""
+def register_pair(job: Job, key1: str, key2: str) -> tuple[RegistrationResult | None, str]:
+    """Register one pair from cached features (what ``register()`` does after detecting).
+
+    Returns:
+        ``(result, "")``, or ``(None, why)`` when the work itself failed (a cache entry
+        damaged since its detection, a runtime error).
+    """
     global _worker_lru
-    if _worker_lru is None or _worker_lru.cache != job.cache:
-        _worker_lru = _FeatureLRU(job.cache)
-    f1, f2 = _worker_lru.get(key1), _worker_lru.get(key2)
-    start = time.perf_counter()
-    result = register_features(f1, f2, _default_matcher(job.detector), job.options, {"detect": 0.0})
-    result.timings["total"] = time.perf_counter() - start
-    return result
+    try:
+        if _worker_lru is None or _worker_lru.cache != job.cache:
+            _worker_lru = _FeatureLRU(job.cache)
+        f1, f2 = _worker_lru.get(key1), _worker_lru.get(key2)
+        start = time.perf_counter()
+        matcher = _default_matcher(job.detector)
+        result = register_features(f1, f2, matcher, job.options, {"detect": 0.0})
+        result.timings["total"] = time.perf_counter() - start
+        return result, ""
+    except Exception as err:
+        return None, f"registration error: {type(err).__name__}: {err}"
 
 
-def result_row(pair: Pair, result: RegistrationResult | None, problem: str = "") -> dict[str, str]:
-    """The output row of a pair (a failed row when ``result`` is None)."""
+def _number(value: float) -> str:
+    """A float as the shortest text that reads back to the same float64."""
+    return repr(float(value))
+
+
+def result_row(
+    pair: Pair, result: RegistrationResult | None, problem: str = "", kind: str = "input"
+) -> dict[str, str]:
+    """The output row of a pair (a failed row of failure ``kind`` when ``result`` is
+    None; see :data:`COLUMNS`)."""
     if result is None:
-        values = [pair.image1, pair.image2, "False", problem, "0", "0.0", "", "", ""]
-        return dict(zip(COLUMNS, values, strict=True))
-    H = "" if result.H is None else " ".join(f"{v:.12g}" for v in np.asarray(result.H).ravel())
-    transform = "" if result.transform is None else json.dumps(result.transform.to_dict())
-    values = [
-        pair.image1,
-        pair.image2,
-        str(bool(result.success)),
-        result.reason,
-        str(result.num_inliers),
-        f"{result.confidence:.6f}",
-        "" if result.transform is None else result.transform.model,
-        H,
-        transform,
-    ]
-    return dict(zip(COLUMNS, values, strict=True))
-
-
-# -------------------------------------------------------------------------- executors
-# Each executor runs ``fn(job, *item)`` for every item and yields ``(item, result)`` as
-# results come; the job (detector, options, cache) reaches each worker once.
-class _Serial:
-    """The executor of ``workers=1``: this process, in order."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-
-    def map_unordered(self, fn: Callable, items: Sequence[tuple]) -> Iterable[tuple[Any, Any]]:
-        for item in items:
-            yield item, fn(self.job, *item)
-
-    def close(self) -> None:
-        pass
-
-
-_process_job: Job | None = None
-
-
-def _init_process(job: Job, threads: int) -> None:
-    import torch
-
-    global _process_job
-    torch.set_num_threads(threads)
-    _process_job = job
-
-
-def _in_process(fn: Callable, *item: Any) -> Any:
-    return fn(_process_job, *item)
-
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-class _ThreadLimit:
-    """Worker processes started while this is active get ``threads`` BLAS/OpenMP threads
-    (set in the environment they inherit: numpy's BLAS reads it only at start-up, and N
-    processes each spinning up every core's worth of threads would fight)."""
-
-    def __init__(self, threads: int) -> None:
-        self.saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
-        os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
-
-    def restore(self) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-class _Processes:
-    """``workers`` processes on this machine, each with ``threads`` torch threads."""
-
-    def __init__(self, job: Job, workers: int, threads: int) -> None:
-        import multiprocessing
-
-        self.limit = _ThreadLimit(threads)
-        self.pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_process,
-            initargs=(job, threads),
+        row = dict.fromkeys(COLUMNS, "")
+        row.update(
+            index=str(pair.index),
+            image1=pair.image1,
+            image2=pair.image2,
+            success="False",
+            failure=kind,
+            reason=problem,
         )
-
-    def map_unordered(self, fn: Callable, items: Sequence[tuple]) -> Iterable[tuple[Any, Any]]:
-        futures = {self.pool.submit(_in_process, fn, *item): item for item in items}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-
-    def close(self) -> None:
-        self.pool.shutdown()
-        self.limit.restore()
-
-
-def _with_threads(threads: int | None, fn: Callable, *args: Any) -> Any:
-    """``fn(*args)`` with ``threads`` torch threads (a Dask nanny starts its workers with
-    one thread whatever the environment says; None keeps the worker's setting)."""
-    if threads is not None:
-        import torch
-
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-    return fn(*args)
-
-
-class _Dask:
-    """Tasks on a Dask cluster: ``local:N`` (a LocalCluster of N single-threaded worker
-    processes) or the address of a running scheduler."""
-
-    def __init__(self, job: Job, address: str) -> None:
-        try:
-            from dask.distributed import Client, LocalCluster
-        except ImportError as err:  # the optional extra
-            raise BatchInputError("dask is not installed: pip install fundusfeat[dask]") from err
-        self.cluster, self.limit, self.threads = None, None, None
-        match = re.fullmatch(r"local:(\d+)", address)
-        if match:
-            n = int(match.group(1))
-            self.threads = max(1, (os.cpu_count() or n) // n)
-            self.limit = _ThreadLimit(self.threads)
-            self.cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-            )
-            self.client = Client(self.cluster)
-        else:
-            self.client = Client(address)
-        self.job = self.client.scatter(job, broadcast=True)
-
-    def map_unordered(self, fn: Callable, items: Sequence[tuple]) -> Iterable[tuple[Any, Any]]:
-        from dask.distributed import as_completed as dask_completed
-
-        futures = {
-            self.client.submit(_with_threads, self.threads, fn, self.job, *item, pure=False): item
-            for item in items
-        }
-        for future in dask_completed(futures):
-            yield futures[future], future.result()
-
-    def close(self) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-        if self.limit is not None:
-            self.limit.restore()
+        return row
+    H = "" if result.H is None else " ".join(_number(v) for v in np.asarray(result.H).ravel())
+    transform = "" if result.transform is None else json.dumps(result.transform.to_dict())
+    return {
+        "index": str(pair.index),
+        "image1": pair.image1,
+        "image2": pair.image2,
+        "success": str(bool(result.success)),
+        "failure": "" if result.success else "refused",
+        "reason": result.reason,
+        "num_keypoints1": str(len(result.keypoints1)),
+        "num_keypoints2": str(len(result.keypoints2)),
+        "num_matches": str(len(result.matches)),
+        "num_inliers": str(int(result.num_inliers)),
+        "confidence": _number(result.confidence),
+        "model": "" if result.transform is None else result.transform.model,
+        "H": H,
+        "transform": transform,
+    }
 
 
 # ---------------------------------------------------------------------------- the run
@@ -445,13 +354,16 @@ class BatchSummary:
     """What a run did.
 
     Attributes:
-        pairs: pairs in the table.
-        skipped: pairs that already had a row (resumed).
-        registered: pairs registered in this run.
+        pairs: rows in the table.
+        skipped: rows that already were in the output (resumed).
+        registered: rows written in this run.
         successes: of those, how many succeeded.
         failures: failure reasons (the part before any ``:`` or number) and counts.
+        duplicates: rows whose two images (by content) an earlier row has (registered
+            once, written for each row).
+        missing: rows not written (the run was interrupted or its workers lost).
         images_detected: images detected in this run (each at most once).
-        images_cached: images whose features were already in the cache.
+        images_cached: images whose features were already in the cache (verified).
         seconds: wall time.
     """
 
@@ -460,6 +372,8 @@ class BatchSummary:
     registered: int = 0
     successes: int = 0
     failures: Counter = field(default_factory=Counter)
+    duplicates: int = 0
+    missing: int = 0
     images_detected: int = 0
     images_cached: int = 0
     seconds: float = 0.0
@@ -469,13 +383,16 @@ class BatchSummary:
         return self.registered / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
+        dup = f", {self.duplicates} duplicate rows" if self.duplicates else ""
         out = [
             f"pairs: {self.pairs} ({self.skipped} already done, {self.registered} registered "
-            f"now, {self.successes} succeeded)",
+            f"now, {self.successes} succeeded{dup})",
             f"images: {self.images_detected} detected, {self.images_cached} from the cache",
             f"time: {self.seconds:.1f} s ({self.pairs_per_second:.2f} pairs/s)",
         ]
         out += [f"failed ({n}): {reason}" for reason, n in self.failures.most_common()]
+        if self.missing:
+            out.append(f"MISSING: {self.missing} rows not written; rerun to resume")
         return out
 
 
@@ -486,15 +403,15 @@ def _reason_kind(reason: str) -> str:
     return re.split(r"[:(\d]", reason, maxsplit=1)[0].strip() or reason
 
 
-def done_rows(out: Path) -> dict[tuple[str, str], dict[str, str]]:
-    """Rows already in the output (an unreadable or foreign file is an input error)."""
-    if not out.is_file() or out.stat().st_size == 0:
-        return {}
-    with out.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise BatchInputError(f"{out} exists and is not a results table of this command")
-        return {(r["image1"], r["image2"]): r for r in reader}
+def run_meta(table: Sequence[Pair], detector: R2D2Fundus, options: Options) -> dict:
+    """What the rows of a run depend on (recorded beside the output, compared on resume)."""
+    return {
+        "format": 1,
+        "columns": list(COLUMNS),
+        "table_sha256": table_digest(table),
+        "detector": detector_settings(detector),
+        "options": dataclasses.asdict(options),
+    }
 
 
 def register_dataset(
@@ -506,88 +423,154 @@ def register_dataset(
     workers: int = 1,
     dask: str | None = None,
     options: Options | None = None,
+    restart: bool = False,
+    retry_failed: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
     on_result: Callable[[Pair, RegistrationResult | None], None] | None = None,
 ) -> BatchSummary:
     """Register a table of pairs, each image detected once, rows written as they finish.
 
     Args:
-        pairs: a CSV table or folder (:func:`read_pairs`) or the pairs themselves.
-        out: the output CSV (columns :data:`COLUMNS`); existing rows are kept and their
-            pairs skipped.
+        pairs: a CSV table or folder (:func:`read_pairs`) or the pairs themselves (their
+            position in the sequence becomes their ``index``).
+        out: the output CSV (columns :data:`COLUMNS`), a journal: the rows already there
+            are kept and not redone, if they were made with the same settings and table
+            (recorded in ``<out>.meta.json``).
         detector: an ``R2D2Fundus`` (default ``R2D2Fundus.create()``).
         cache: folder of the feature cache (default: a temporary folder removed at the
             end); on a cluster, a folder every worker sees.
         workers: processes on this machine (>= 1; torch threads split evenly).
         dask: ``"local:N"`` or a scheduler address (instead of ``workers``).
         options: registration options (:class:`fundusfeat.pipeline.register.Options`).
+        restart: discard the rows already in ``out`` (needed to change settings).
+        retry_failed: redo the rows that failed with an input or runtime error
+            (:data:`RETRYABLE`); refusals by the verification are kept.
         progress: called ``(done, total, label)`` after each image and pair.
-        on_result: called with each pair and its result (None for a bad row), e.g. to
-            draw figures.
+        on_result: called with each pair and its result (None for a failed row without
+            a registration), e.g. to draw figures.
 
     Returns:
-        The :class:`BatchSummary`.
+        The :class:`BatchSummary` (``missing`` > 0 when rows were not written).
 
     Raises:
-        BatchInputError: unreadable table or header, an output that is not writable or
-            not a results table.
+        BatchInputError: unreadable table or header, an output that is not writable, not
+            a results table, in use by another run, or made with other settings; a cache
+            that is not a folder or in use; a bad ``dask`` address.
         TypeError, ValueError: invalid arguments.
+        KeyboardInterrupt: passed on after the workers are stopped and the rows written
+            so far are synced.
     """
     start = time.perf_counter()
-    table = read_pairs(pairs) if isinstance(pairs, (str, Path)) else list(pairs)
-    if not isinstance(workers, int) or workers < 1:
+    if isinstance(pairs, (str, Path)):
+        table = read_pairs(pairs)
+    else:
+        table = [dataclasses.replace(p, index=i) for i, p in enumerate(pairs)]
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if dask is not None and not isinstance(dask, str):
+        raise TypeError(f"dask must be None or an address string, got {dask!r}")
     detector = detector if detector is not None else R2D2Fundus.create()
     if not isinstance(detector, R2D2Fundus):
         raise TypeError("detector must be an R2D2Fundus (its features are cached)")
     options = options or Options()
     out = Path(out)
-    done = done_rows(out)
-    todo = [p for p in dict.fromkeys(table) if p.key not in done]
-    summary = BatchSummary(pairs=len(table), skipped=len(table) - len(todo))
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle = out.open("a", newline="", encoding="utf-8")
-    except OSError as err:
-        raise BatchInputError(f"cannot write {out}: {err}") from err
+    locks: list[RunLock] = []
     temporary = None
-    if cache is None:
-        temporary = tempfile.TemporaryDirectory(prefix="fundusfeat-cache-")
-        cache = temporary.name
-    cache_dir = Path(cache)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    job = Job(detector, options, cache_dir, detector_digest(detector))
-    executor = _make_executor(job, workers, dask)
     try:
-        with handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            if not done:
-                writer.writeheader()
-                handle.flush()
-            _run(job, todo, executor, writer, handle, summary, progress, on_result)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            locks.append(RunLock(out.with_name(out.name + ".lock"), str(out)).acquire())
+        except LockedError as err:
+            raise BatchInputError(str(err)) from err
+        except OSError as err:
+            raise BatchInputError(f"cannot write {out}: {err}") from err
+        if cache is None:
+            temporary = tempfile.TemporaryDirectory(prefix="fundusfeat-cache-")
+            cache = temporary.name
+        cache_dir = _cache_folder(Path(cache), locks)
+        try:
+            journal = Journal.open(
+                out,
+                COLUMNS,
+                run_meta(table, detector, options),
+                restart=restart,
+                drop=(lambda r: r["failure"] in RETRYABLE) if retry_failed else None,
+            )
+        except JournalError as err:
+            raise BatchInputError(str(err)) from err
+        except OSError as err:
+            raise BatchInputError(f"cannot write {out}: {err}") from err
+        try:
+            done = _done_indices(journal.rows, table, out)
+            todo = [p for p in table if p.index not in done]
+            summary = BatchSummary(pairs=len(table), skipped=len(table) - len(todo))
+            job = Job(detector, options, cache_dir, detector_digest(detector))
+            try:
+                executor = make_executor(job, workers, dask)
+            except ExecutorError as err:
+                raise BatchInputError(str(err)) from err
+            aborted = True
+            try:
+                _run(job, todo, executor, journal, summary, progress, on_result)
+                aborted = False
+            except BrokenProcessPool as err:
+                logger.error("the worker processes died (%s); rerun to resume", err)
+            finally:
+                executor.close(abort=aborted)
+            summary.missing = len(todo) - summary.registered
+        finally:
+            journal.close()
     finally:
-        executor.close()
+        for lock in reversed(locks):
+            lock.release()
         if temporary is not None:
             temporary.cleanup()
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _make_executor(job: Job, workers: int, dask: str | None) -> Any:
-    if dask is not None:
-        return _Dask(job, dask)
-    if workers == 1:
-        return _Serial(job)
-    threads = max(1, (os.cpu_count() or workers) // workers)
-    return _Processes(job, workers, threads)
+def _cache_folder(cache: Path, locks: list[RunLock]) -> Path:
+    """The cache folder, made if needed, locked, without a killed writer's leftovers."""
+    if cache.exists() and not cache.is_dir():
+        raise BatchInputError(f"--cache {cache} is a file, not a folder")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        locks.append(RunLock(cache / ".lock", f"the cache {cache}").acquire())
+    except LockedError as err:
+        raise BatchInputError(str(err)) from err
+    except OSError as err:
+        raise BatchInputError(f"cannot use {cache} as the cache folder: {err}") from err
+    removed = remove_temporaries(cache)
+    if removed:
+        logger.info("%s: removed %d temporary files of a killed run", cache, removed)
+    return cache
+
+
+def _done_indices(rows: list[dict], table: Sequence[Pair], out: Path) -> set[int]:
+    """The table rows that the journal's rows are (each must match its table row)."""
+    done: set[int] = set()
+    for row in rows:
+        try:
+            index = int(row["index"])
+            pair = table[index]
+        except (ValueError, IndexError):
+            raise BatchInputError(
+                f"{out}: row index {row['index']!r} is not in the table; pass --restart"
+            ) from None
+        if (pair.image1, pair.image2) != (row["image1"], row["image2"]) or index in done:
+            raise BatchInputError(
+                f"{out}: the row of index {index} does not match the table "
+                "or is there twice; pass --restart"
+            )
+        done.add(index)
+    return done
 
 
 def _run(
     job: Job,
     todo: list[Pair],
     executor: Any,
-    writer: csv.DictWriter,
-    handle: Any,
+    journal: Journal,
     summary: BatchSummary,
     progress: Callable[[int, int, str], None] | None,
     on_result: Callable[[Pair, RegistrationResult | None], None] | None,
@@ -596,28 +579,27 @@ def _run(
     images = list(
         dict.fromkeys(p for pair in todo if not pair.problem for p in (pair.path1, pair.path2))
     )
-    cached = {p: cache_key(p, job.detector_hash) for p in images if p.is_file()}
-    cached = {p: k for p, k in cached.items() if (job.cache / f"{k}.npz").is_file()}
-    summary.images_cached = len(cached)
-    keys: dict[Path, str] = dict(cached)
-    problems: dict[Path, str] = {}
-    total = len(images) - len(cached) + len(todo)
+    keys: dict[Path, str] = {}
+    problems: dict[Path, tuple[str, str]] = {}
+    total = len(images) + len(todo)
     done = 0
-    missing = [(p,) for p in images if p not in cached]
-    for (path,), (key, problem) in executor.map_unordered(detect_image, missing):
+    for (path,), value, error in executor.map_unordered(detect_image, [(p,) for p in images]):
+        key, status, problem, kind = value if value is not None else ("", "", error, "error")
         if key:
             keys[path] = key
-            summary.images_detected += 1
+            if status == "cached":
+                summary.images_cached += 1
+            else:
+                summary.images_detected += 1
         else:
-            problems[path] = problem
+            problems[path] = (problem, kind)
         done += 1
         if progress is not None:
             progress(done, total, path.name)
 
-    def write(pair: Pair, result: RegistrationResult | None, problem: str = "") -> None:
+    def write(pair: Pair, result: RegistrationResult | None, problem: str, kind: str) -> None:
         nonlocal done
-        writer.writerow(result_row(pair, result, problem))
-        handle.flush()
+        journal.write(result_row(pair, result, problem, kind))
         summary.registered += 1
         if result is not None and result.success:
             summary.successes += 1
@@ -631,11 +613,17 @@ def _run(
 
     by_keys: dict[tuple[str, str], list[Pair]] = {}
     for pair in todo:
-        problem = pair.problem or problems.get(pair.path1, "") or problems.get(pair.path2, "")
-        if problem:
-            write(pair, None, problem)
-        else:
-            by_keys.setdefault((keys[pair.path1], keys[pair.path2]), []).append(pair)
-    for item, result in executor.map_unordered(register_pair, list(by_keys)):
+        if pair.problem:
+            write(pair, None, pair.problem, "input")
+            continue
+        bad = problems.get(pair.path1) or problems.get(pair.path2)
+        if bad:
+            write(pair, None, *bad)
+            continue
+        group = by_keys.setdefault((keys[pair.path1], keys[pair.path2]), [])
+        summary.duplicates += bool(group)
+        group.append(pair)
+    for item, value, error in executor.map_unordered(register_pair, list(by_keys)):
+        result, problem = value if value is not None else (None, f"worker error: {error}")
         for pair in by_keys[item]:
-            write(pair, result)
+            write(pair, result, problem, "error")

@@ -188,6 +188,15 @@ class Options:
     global_keypoints: int | None = GLOBAL_KEYPOINTS
 
     def __post_init__(self) -> None:
+        for name in ("ransac_threshold", "min_inliers", "seed", "threshold", "global_keypoints"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a number, not a bool: got {value!r}")
+        s = self.seed
+        if not isinstance(s, (int, np.integer)):
+            raise TypeError(f"seed must be an int, got {type(s).__name__} {s!r}")
+        if not 0 <= s < 2**31:
+            raise ValueError(f"seed must be an int in [0, 2**31), got {s!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
         t = self.ransac_threshold
