@@ -152,9 +152,10 @@ def load_features(path: Path, key: str | None = None) -> ImageFeatures:
     except DamagedEntryError:
         raise
     except Exception as err:  # BadZipFile, EOFError, ValueError (pickled data), KeyError...
-        raise DamagedEntryError(
-            f"{path}: damaged cache entry ({type(err).__name__}: {err})"
-        ) from err
+        why = f"{type(err).__name__}: {err}"
+        if "pickle" in why:  # numpy's hint to load unsafely is no advice for a cache
+            why = "holds pickled objects, which are never loaded"
+        raise DamagedEntryError(f"{path}: damaged cache entry ({why})") from err
     return ImageFeatures(KeypointSequence(raw), raw.xy, raw.desc, region.astype(bool), vessels)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import re
 import signal
 import sys
@@ -73,13 +74,15 @@ class Serial:
 _process_job: Any = None
 
 
-def _init_process(job: Any, threads: int, parent_pid: int) -> None:
-    import torch
-
+def _init_process(job: bytes, threads: int, parent_pid: int) -> None:
+    """A worker's start: first die with the parent, then unpickle the job (importing
+    torch takes seconds: the job comes as bytes so that nothing runs before the prctl)."""
     global _process_job
     die_with_parent(parent_pid)
+    import torch
+
     torch.set_num_threads(threads)
-    _process_job = job
+    _process_job = pickle.loads(job)
 
 
 def _in_process(fn: Callable, *item: Any) -> Any:
@@ -117,7 +120,7 @@ class Processes:
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_process,
-            initargs=(job, threads, os.getpid()),
+            initargs=(pickle.dumps(job), threads, os.getpid()),
         )
 
     def map_unordered(self, fn: Callable, items: Sequence[tuple]) -> Iterable[tuple]:
