@@ -53,7 +53,10 @@ def _run(tmp_path: Path, threads: int, backend: str) -> dict[str, np.ndarray]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
     subprocess.run(
         [sys.executable, "-c", SCRIPT, str(threads), backend, str(out)],
-        check=True, env=env, cwd=ROOT, timeout=300,
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
     )
     with np.load(out) as data:
         return dict(data)
@@ -69,3 +72,9 @@ def _assert_same(one: dict[str, np.ndarray], two: dict[str, np.ndarray]) -> None
 @pytest.mark.slow
 def test_torch_output_is_independent_of_thread_count(tmp_path: Path) -> None:
     _assert_same(_run(tmp_path, 1, "torch"), _run(tmp_path, 2, "torch"))
+
+
+@pytest.mark.slow
+def test_openvino_output_is_independent_of_thread_count(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    _assert_same(_run(tmp_path, 1, "openvino"), _run(tmp_path, 2, "openvino"))
