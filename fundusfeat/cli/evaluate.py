@@ -247,6 +247,12 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also report shift repeatability: keypoints found again within 1 px after "
         "translating the image",
     )
+    p.add_argument(
+        "--invariance",
+        action="store_true",
+        help="also run OpenCV's invariance protocol (rotation -30..30, scale 0.6-1.6: "
+        "repeatability, match ratio, correct matches) on the first image at the first size",
+    )
     p.add_argument("--out", type=Path, help="write bench.md and bench.json here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -376,6 +382,18 @@ def run_bench_command(args: argparse.Namespace) -> int:
         header = ["method", "FOV px", *(f"({dx:g},{dy:g})" for dx, dy in SHIFTS)]
         body = [[r["method"], r["size"], *(f"{v:.2f}" for v in r["found"])] for r in data["shift"]]
         table += "\n\n" + report.markdown(header, body)
+    if args.invariance:
+        from fundusfeat.evaluation import invariance
+
+        bench.set_threads(config.threads)
+        image = bench.resize_to_fov(imgs[0], config.sizes[0])
+        dets = {m: peers.make_detector(m, device="cpu") for m in config.methods}
+        rows = invariance.run(dets, image)
+        data["invariance"] = {
+            "rows": [r.as_dict() for r in rows],
+            "summary": invariance.summary(rows),
+        }
+        table += "\n\n" + invariance.format_table(rows)
     if args.out is not None:
         _write_outputs(args.out, "bench", data, table)
     print(json.dumps(data, indent=2) if args.json else table)

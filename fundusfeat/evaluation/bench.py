@@ -239,9 +239,16 @@ def run_bench(
 
 
 def bench_table(results: Sequence[BenchResult]) -> str:
-    """A markdown table of the results."""
-    columns = ["method", "device", "FOV px", "image", "threads", "s/image", "keypoints"]
-    columns += ["peak RSS MiB", "base RSS MiB", "peak GPU MiB"]
+    """A markdown table of the results; ``x SIFT`` is the time over ``sift``'s at the same
+    size and threads ("-" where sift was not measured)."""
+    columns = ["method", "device", "FOV px", "image", "threads", "s/image", "x SIFT"]
+    columns += ["keypoints", "peak RSS MiB", "base RSS MiB", "peak GPU MiB"]
+    sift = {(r.size, r.threads): r.seconds for r in results if r.method == "sift"}
+
+    def ratio(r: BenchResult) -> str:
+        ref = sift.get((r.size, r.threads))
+        return "-" if not ref else f"{r.seconds / ref:.2f}"
+
     rows = [
         [
             r.method,
@@ -250,6 +257,7 @@ def bench_table(results: Sequence[BenchResult]) -> str:
             f"{r.image_size[0]}x{r.image_size[1]}",
             r.threads,
             f"{r.seconds:.3f}",
+            ratio(r),
             f"{r.keypoints:.0f}",
             f"{r.peak_rss_mib:.0f}",
             f"{r.base_rss_mib:.0f}",

@@ -29,11 +29,12 @@ from fundusfeat.features import keypoints as kp
 from fundusfeat.features import models
 from fundusfeat.features.checkpoint import network_from_state_dict
 from fundusfeat.features.network import fold_for_inference
+from fundusfeat.features.openvino_net import resolve_backend
 from fundusfeat.features.prepare import Prepared, prepare
 from fundusfeat.features.scale import from_working, to_working
 from fundusfeat.features.settings import DetectorConfig
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 
 
 class Features(NamedTuple):
@@ -76,8 +77,13 @@ class Detector:
         state_dict: the network's weights (CPU tensors).
         config: the settings.
         device: the torch device (already resolved).
-        backend: ``"torch"`` or ``"onnx"`` (OpenCV DNN on the CPU; the model is exported
-            once per weights and process, see :func:`fundusfeat.features.onnx.onnx_network`).
+        backend: ``"auto"`` (OpenVINO on the CPU when installed, else torch; the
+            environment variable ``FUNDUSFEAT_BACKEND`` overrides it, see
+            :func:`fundusfeat.features.openvino_net.resolve_backend`), ``"torch"``,
+            ``"openvino"`` (CPU; compiled once per weights, thread count and process) or
+            ``"onnx"`` (OpenCV DNN on the CPU; the model is exported once per weights and
+            process, see :func:`fundusfeat.features.onnx.onnx_network`). The resolved name
+            is :attr:`backend`.
     """
 
     def __init__(
@@ -86,12 +92,13 @@ class Detector:
         state_dict: Mapping[str, torch.Tensor],
         config: DetectorConfig,
         device: torch.device,
-        backend: str = "torch",
+        backend: str = "auto",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "onnx" and device.type != "cpu":
-            raise ValueError("backend='onnx' (OpenCV DNN) runs on the CPU: use device='cpu'")
+        backend = resolve_backend(backend, device, BACKENDS)
+        if backend in ("onnx", "openvino") and device.type != "cpu":
+            raise ValueError(f"backend={backend!r} runs on the CPU: use device='cpu'")
         self.spec = models.get(model)
         self.state_dict = dict(state_dict)
         self.config = config
@@ -112,6 +119,10 @@ class Detector:
             from fundusfeat.features.onnx import onnx_network
 
             return onnx_network(self.spec.name, self.state_dict, net)
+        if self.backend == "openvino":
+            from fundusfeat.features.openvino_net import openvino_network
+
+            return openvino_network(self.spec.name, self.state_dict, net)
         return net
 
     # ------------------------------------------------------------------ preparation

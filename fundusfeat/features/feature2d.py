@@ -54,11 +54,12 @@ class R2D2Fundus:
         model: str | None = None,
         weights: str | Path = "default",
         device: torch.device | str | None = None,
-        backend: str = "torch",
+        backend: str = "auto",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        dev = resolve_device("cpu" if backend == "onnx" and device is None else device)
+        cpu_only = backend in ("onnx", "openvino")
+        dev = resolve_device("cpu" if cpu_only and device is None else device)
         if not isinstance(weights, (str, Path)):
             raise TypeError(f"weights must be 'default' or a path, got {type(weights).__name__}")
         if model is None and isinstance(weights, str) and weights == "default":
@@ -85,7 +86,7 @@ class R2D2Fundus:
         target_diameter: float | None | str = _AUTO,
         border: int | None = None,
         keypoint_size: float | None = None,
-        backend: str = "torch",
+        backend: str = "auto",
         nms_size: int | None = None,
         scale_tolerance: float | None = None,
         max_upscale: float | None = None,
@@ -111,8 +112,10 @@ class R2D2Fundus:
             border: keypoints within this many level pixels of the FOV rim, mask edge or
                 image border are dropped.
             keypoint_size: ``KeyPoint.size`` in working-scale pixels at pyramid scale 1.
-            backend: ``"torch"`` or ``"onnx"`` (the network exported to ONNX and run by
-                OpenCV's DNN module on the CPU; needs the ``onnx`` package to export).
+            backend: ``"auto"`` (OpenVINO on the CPU when the ``openvino`` package is
+                installed, else torch; ``FUNDUSFEAT_BACKEND=torch`` forces torch),
+                ``"torch"``, ``"openvino"`` (CPU) or ``"onnx"`` (the network exported to
+                ONNX and run by OpenCV's DNN module on the CPU; needs the ``onnx`` package).
             nms_size: side of the non-maximum suppression window in level pixels (odd).
             scale_tolerance: working scales within this fraction of 1 are taken as 1.
             max_upscale: the largest enlargement to the working scale (>= 1).
