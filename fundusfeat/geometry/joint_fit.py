@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from fundusfeat.geometry.homography import transform_points
 from fundusfeat.geometry.transforms import ProjectiveTransform, QuadraticTransform, Transform
 
 FIELD_MODELS = ("homography", "quadratic")
