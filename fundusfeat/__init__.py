@@ -19,15 +19,18 @@ from fundusfeat.geometry.estimation import estimate_projective
 from fundusfeat.geometry.matching import FundusMatcher
 from fundusfeat.geometry.transforms import Transform
 from fundusfeat.pipeline.batch import register_dataset
+from fundusfeat.pipeline.montage import MontageResult, montage
 from fundusfeat.pipeline.register import RegistrationResult, register, register_many
 
 __all__ = [
     "FundusMatcher",
+    "MontageResult",
     "R2D2Fundus",
     "RegistrationResult",
     "Transform",
     "__version__",
     "estimate_projective",
+    "montage",
     "register",
     "register_dataset",
     "register_many",

@@ -1,0 +1,259 @@
+"""The montage canvas: bounds, warping fields into a frame, exposure compensation, blending.
+
+Generic parts (any :class:`~fundusfeat.geometry.transforms.Transform` from image px to frame
+px): :func:`field_rect` (where an image's mask lands), :func:`canvas_bounds` (the frame
+holding all of them, bounded in pixels), :func:`shifted` (a transform followed by a
+translation) and :func:`warp_into` (an image and its mask resampled into a rectangle of
+the frame). :func:`blend` then uses ``cv2.detail``: a block gain compensator (exposure), a
+graph-cut seam finder on a reduced copy (seams inside the overlaps) and a multiband
+blender, everything restricted to each field's (slightly eroded) FOV mask, so no black
+rim of a field enters an overlap.
+
+Coordinates: ``(x, y)`` pixels, the centre of the top-left pixel at (0, 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from fundusfeat.geometry.transforms import ProjectiveTransform, QuadraticTransform, Transform
+
+MAX_CANVAS_PIXELS = 60_000_000
+"""Default bound on the canvas area (pixels): a clear error beats running out of memory."""
+
+RIM_PX = 3
+"""Pixels eroded from each FOV mask before blending (interpolated rim pixels are dark)."""
+
+SEAM_PIXELS = 250_000
+"""The seam finder runs on a copy of the canvas reduced to about this many pixels."""
+
+MAP_STEP = 8
+"""Non-projective warps: the inverse map is computed every this many pixels and
+interpolated bilinearly (``cv2.resize``) in between."""
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` float64 boundary points of a bool mask (outer contours, at most ~720)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return np.zeros((0, 2))
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    return pts[:: max(1, len(pts) // 720)]
+
+
+def field_rect(transform: Transform, mask: np.ndarray) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` frame bounding box of the mapped boundary of a bool mask.
+
+    Raises:
+        ValueError: the mask is empty or maps nowhere finite.
+    """
+    pts = transform.apply(_contour(mask))
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if not len(pts):
+        raise ValueError("a field's mask maps nowhere in the frame")
+    return (*pts.min(axis=0), *pts.max(axis=0))
+
+
+def canvas_bounds(
+    transforms: Sequence[Transform],
+    masks: Sequence[np.ndarray],
+    max_pixels: int = MAX_CANVAS_PIXELS,
+) -> tuple[tuple[float, float], tuple[int, int]]:
+    """The smallest canvas holding every mapped mask.
+
+    Args:
+        transforms: image px -> frame px, one per image.
+        masks: ``(H, W)`` bool valid pixels of each image.
+        max_pixels: bound on ``width * height``.
+
+    Returns:
+        ``((dx, dy), (width, height))``: frame px + ``(dx, dy)`` = canvas px.
+
+    Raises:
+        ValueError: the canvas would exceed ``max_pixels``.
+    """
+    rects = np.array([field_rect(t, m) for t, m in zip(transforms, masks, strict=True)])
+    x0, y0 = np.floor(rects[:, :2].min(axis=0))
+    x1, y1 = np.ceil(rects[:, 2:].max(axis=0))
+    width, height = int(x1 - x0) + 1, int(y1 - y0) + 1
+    if width * height > max_pixels:
+        raise ValueError(
+            f"canvas of {width} x {height} px exceeds max_pixels={max_pixels} "
+            "(a field is badly placed, or raise max_pixels)"
+        )
+    return (-float(x0), -float(y0)), (width, height)
+
+
+def shifted(transform: Transform, offset: tuple[float, float]) -> Transform:
+    """``transform`` followed by the translation ``offset = (dx, dy)`` (same model)."""
+    dx, dy = offset
+    if isinstance(transform, ProjectiveTransform):
+        shift = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+        return ProjectiveTransform(shift @ transform.matrix, transform.model)
+    if isinstance(transform, QuadraticTransform):
+        cx, cy = transform.centre2
+        return QuadraticTransform(
+            transform.coefficients,
+            transform.centre1,
+            transform.scale1,
+            (cx + dx, cy + dy),
+            transform.scale2,
+            transform.region,
+        )
+    raise TypeError(f"transform: cannot shift a {type(transform).__name__}")
+
+
+def _inverse_maps(
+    transform: Transform, rect: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(map_x, map_y)`` float32 ``(height, width)`` image px of each frame px of
+    ``rect``, from the inverse on a :data:`MAP_STEP` grid (bilinear in between)."""
+    x, y, width, height = rect
+    gw, gh = width // MAP_STEP + 2, height // MAP_STEP + 2
+    ys, xs = np.mgrid[0:gh, 0:gw] * MAP_STEP
+    grid = np.stack([xs.ravel() + x, ys.ravel() + y], axis=1).astype(np.float64)
+    src = transform.inverse(grid).astype(np.float32).reshape(gh, gw, 2)
+    src[~np.isfinite(src)] = -1e6
+    big = _node_aligned_resize(src, MAP_STEP)
+    return big[:height, :width, 0].copy(), big[:height, :width, 1].copy()
+
+
+def _node_aligned_resize(grid: np.ndarray, step: int) -> np.ndarray:
+    """Bilinear upsampling of ``(gh, gw, C)`` nodes at multiples of ``step`` to every pixel."""
+    gh, gw = grid.shape[:2]
+    h, w = (gh - 1) * step + 1, (gw - 1) * step + 1
+    fy = np.arange(h) / step
+    fx = np.arange(w) / step
+    iy = np.minimum(fy.astype(int), gh - 2)
+    ix = np.minimum(fx.astype(int), gw - 2)
+    ty = (fy - iy)[:, None, None].astype(np.float32)
+    tx = (fx - ix)[None, :, None].astype(np.float32)
+    top = grid[iy][:, ix] * (1 - tx) + grid[iy][:, ix + 1] * tx
+    bottom = grid[iy + 1][:, ix] * (1 - tx) + grid[iy + 1][:, ix + 1] * tx
+    return top * (1 - ty) + bottom * ty
+
+
+def warp_into(
+    image: np.ndarray,
+    mask: np.ndarray,
+    transform: Transform,
+    rect: tuple[int, int, int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp an image and its mask into the rectangle ``(x, y, width, height)`` of a frame.
+
+    Args:
+        image: ``(H, W[, C])`` image.
+        mask: ``(H, W)`` bool mask of its valid pixels.
+        transform: image px -> frame px (projective: ``Transform.warp`` of the inverse
+            composed with the rectangle's offset, i.e. ``cv2.warpPerspective``; other
+            models: ``cv2.remap`` of the inverse, computed on a grid).
+        rect: the part of the frame to fill.
+
+    Returns:
+        ``(warped (height, width[, C]) of image's dtype, warped_mask (height, width) bool)``.
+    """
+    x, y, width, height = rect
+    if isinstance(transform, ProjectiveTransform):
+        shift = np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
+        back = ProjectiveTransform(np.linalg.inv(transform.matrix) @ shift)  # rect -> image
+        warped = back.warp(image, (width, height))
+        warped_mask = back.warp(mask.astype(np.uint8), (width, height), cv2.INTER_NEAREST)
+    else:
+        mx, my = _inverse_maps(transform, rect)
+        warped = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        warped_mask = cv2.remap(
+            mask.astype(np.uint8), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT
+        )
+    return warped, warped_mask > 0
+
+
+def _rect_in(
+    transform: Transform, mask: np.ndarray, size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """``(x, y, width, height)`` of the mapped mask's box, clipped to the canvas."""
+    x0, y0, x1, y1 = field_rect(transform, mask)
+    x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+    x1, y1 = min(size[0] - 1, int(np.ceil(x1))), min(size[1] - 1, int(np.ceil(y1)))
+    return x0, y0, max(1, x1 - x0 + 1), max(1, y1 - y0 + 1)
+
+
+def _get(mat: np.ndarray | cv2.UMat) -> np.ndarray:
+    return mat.get() if isinstance(mat, cv2.UMat) else mat
+
+
+def _seam_masks(
+    warped: Sequence[np.ndarray],
+    wmasks: Sequence[np.ndarray],
+    corners: Sequence[tuple[int, int]],
+    size: tuple[int, int],
+) -> list[np.ndarray]:
+    """Seam masks (uint8 0/255, each field's rectangle): ``cv2.detail`` graph-cut seam
+    finder on copies reduced to about :data:`SEAM_PIXELS` canvas pixels."""
+    scale = min(1.0, float(np.sqrt(SEAM_PIXELS / (size[0] * size[1]))))
+    small_imgs, small_masks, small_corners = [], [], []
+    for w_img, w_mask, (x, y) in zip(warped, wmasks, corners, strict=True):
+        sw = max(1, round(w_img.shape[1] * scale))
+        sh = max(1, round(w_img.shape[0] * scale))
+        small = cv2.resize(w_img, (sw, sh), interpolation=cv2.INTER_AREA)
+        small_imgs.append(small.astype(np.float32))
+        small_masks.append(cv2.UMat(cv2.resize(w_mask, (sw, sh), interpolation=cv2.INTER_NEAREST)))
+        small_corners.append((round(x * scale), round(y * scale)))
+    finder = cv2.detail.GraphCutSeamFinder("COST_COLOR")
+    found = finder.find(small_imgs, small_corners, small_masks)
+    out = []
+    for seam, w_mask in zip(found, wmasks, strict=True):
+        big = cv2.resize(_get(seam), (w_mask.shape[1], w_mask.shape[0]), cv2.INTER_LINEAR)
+        big = cv2.dilate((big > 127).astype(np.uint8) * 255, np.ones((3, 3), np.uint8))
+        out.append(cv2.bitwise_and(big, w_mask))
+    return out
+
+
+def blend(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    transforms: Sequence[Transform],
+    size: tuple[int, int],
+    *,
+    num_bands: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blend fields into a canvas of ``size = (width, height)``.
+
+    Args:
+        images: ``(H, W, 3)`` uint8 BGR fields.
+        masks: ``(H, W)`` bool FOV masks.
+        transforms: field px -> canvas px.
+        size: ``(width, height)`` of the canvas.
+        num_bands: bands of the multiband blender.
+
+    Returns:
+        ``(montage (height, width, 3) uint8 BGR, mask (height, width) bool)``; pixels
+        outside every field are 0.
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RIM_PX + 1, 2 * RIM_PX + 1))
+    corners, warped, wmasks = [], [], []
+    for img, m, t in zip(images, masks, transforms, strict=True):
+        inner = cv2.erode(m.astype(np.uint8), kernel) > 0
+        rect = _rect_in(t, inner, size)
+        w_img, w_mask = warp_into(img, inner, t, rect)
+        corners.append((rect[0], rect[1]))
+        warped.append(w_img)
+        wmasks.append(w_mask.astype(np.uint8) * 255)
+    compensator = cv2.detail.ExposureCompensator_createDefault(
+        cv2.detail.ExposureCompensator_GAIN_BLOCKS
+    )
+    compensator.feed(corners, [cv2.UMat(w) for w in warped], [cv2.UMat(m) for m in wmasks])
+    seams = _seam_masks(warped, wmasks, corners, size) if len(warped) > 1 else wmasks
+    blender = cv2.detail.MultiBandBlender()
+    blender.setNumBands(num_bands)
+    blender.prepare((0, 0, size[0], size[1]))
+    for k, (w_img, w_mask, seam) in enumerate(zip(warped, wmasks, seams, strict=True)):
+        comp = _get(compensator.apply(k, corners[k], cv2.UMat(w_img), cv2.UMat(w_mask)))
+        blender.feed(comp.astype(np.int16), seam, corners[k])
+    result, result_mask = blender.blend(None, None)
+    out = np.clip(_get(result), 0, 255).astype(np.uint8)
+    mask = _get(result_mask) > 0
+    out[~mask] = 0
+    return out, mask
