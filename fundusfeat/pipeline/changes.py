@@ -1,0 +1,440 @@
+"""Longitudinal comparison: what changed between two visits of one eye.
+
+Stages (each a function over plain data, the result keeps what each decided):
+registration (:func:`fundusfeat.pipeline.register.register`, baseline -> follow-up) ->
+alignment (:func:`fundusfeat.pipeline.alignment.align_visits`: warp, overlap, illumination
+and colour matched per channel) -> tolerant difference (:func:`tolerant_difference`) ->
+regions (:func:`find_changes`, hysteresis thresholds).
+
+What is not a change, and how it is kept out:
+
+- illumination and colour between visits: a local gain and offset per channel fitted on
+  the overlap outside the vessels (:func:`~fundusfeat.pipeline.alignment.match_illumination`);
+- the registration's residual at vessel edges: a pixel differs only by how far it lies
+  outside the *range* (local min .. max within ``tolerance`` px) of the other visit, in
+  both directions; the dilated vessel band is further down-weighted;
+- blur and noise: the difference is smoothed and expressed in units of its robust
+  standard deviation over the overlap; regions need a seed above ``high`` and a minimum
+  area;
+- the FOV rim: the overlap is eroded; reflections: clipped pixels of either visit are
+  excluded.
+
+Coordinates: ``(x, y)`` baseline pixels, x right, y down, pixel centres at integers.
+The thresholds' defaults were calibrated on the training images
+(``training/splits/train.txt``) with ``fundusfeat evaluate --changes --calibrate``
+(:func:`fundusfeat.evaluation.lesions.calibrate`); see docs/guide.md "Comparing visits".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fundusfeat.geometry.transforms import Transform, fit
+from fundusfeat.pipeline.alignment import Alignment, align_visits
+from fundusfeat.pipeline.register import RegistrationResult, register
+
+logger = logging.getLogger(__name__)
+
+LUMA_BGR = np.array([0.1, 0.6, 0.3], np.float32)
+"""Channel weights (B, G, R) of the difference: green carries most lesion contrast."""
+
+
+@dataclass(frozen=True)
+class ChangeParams:
+    """The change detector's parameters (defaults calibrated on training images).
+
+    Attributes:
+        high: seed threshold, in robust standard deviations of the difference.
+        low: region threshold (hysteresis), same units, ``<= high``.
+        min_radius: smallest change, as the radius of a disc in fractions of the FOV
+            diameter (0.003 of a 1400-px FOV is about 4 px).
+        tolerance: half-width (analysis px) of the local min/max range that absorbs the
+            registration residual.
+        vessel_weight: factor on the difference inside the dilated vessel band.
+        smooth: Gaussian sigma (analysis px) of the difference.
+        side: long side (px) of the analysis copies.
+        rim: the overlap is eroded by this fraction of the FOV diameter.
+    """
+
+    high: float = 6.0
+    low: float = 3.5
+    min_radius: float = 0.003
+    tolerance: int = 2
+    vessel_weight: float = 0.5
+    smooth: float = 1.0
+    side: int = 1536
+    rim: float = 0.03
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low <= self.high:
+            raise ValueError(f"low, high: expected 0 < low <= high, got {self.low}, {self.high}")
+        if self.min_radius < 0 or self.tolerance < 0 or self.smooth < 0 or self.rim < 0:
+            raise ValueError("min_radius, tolerance, smooth and rim must be >= 0")
+        if not 0 <= self.vessel_weight <= 1:
+            raise ValueError(f"vessel_weight: expected in [0, 1], got {self.vessel_weight}")
+        if self.side < 64:
+            raise ValueError(f"side: expected >= 64, got {self.side}")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One changed region (baseline pixels).
+
+    Attributes:
+        x, y: centroid.
+        area: pixels.
+        bbox: ``(x, y, width, height)`` of the bounding box.
+        polarity: ``"brighter"`` or ``"darker"`` in the follow-up.
+        contrast: mean signed difference (follow-up minus baseline, [0, 1] intensity).
+        score: peak difference in robust standard deviations.
+    """
+
+    x: float
+    y: float
+    area: float
+    bbox: tuple[int, int, int, int]
+    polarity: str
+    contrast: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields."""
+        return {
+            "x": round(self.x, 2),
+            "y": round(self.y, 2),
+            "area_px": round(self.area, 1),
+            "bbox": list(self.bbox),
+            "polarity": self.polarity,
+            "contrast": round(self.contrast, 4),
+            "score": round(self.score, 2),
+        }
+
+
+@dataclass
+class ComparisonResult:
+    """Outcome of :func:`compare`.
+
+    Attributes:
+        registration: the follow-up registered to the baseline (baseline px -> follow-up px).
+        success: False when the registration failed: then there is no change map.
+        reason: ``"ok"`` or why not.
+        aligned: ``(h, w, 3)`` float32 BGR in [0, 1], the follow-up in the baseline frame,
+            normalised to its illumination (analysis resolution, ``factors``), or None.
+        baseline: the baseline at the same resolution, or None.
+        difference: ``(h, w)`` float32 signed difference in robust standard deviations
+            (follow-up minus baseline, 0 outside the overlap), or None.
+        change_mask: ``(H, W)`` bool at the baseline's full resolution, or None.
+        overlap: ``(h, w)`` bool analysis region, or None.
+        changes: the regions, strongest first.
+        factors: ``(sx, sy)`` baseline px -> analysis px.
+        params: the detector's parameters.
+        timings: seconds of ``register``, ``align``, ``detect``.
+    """
+
+    registration: RegistrationResult
+    success: bool
+    reason: str
+    aligned: np.ndarray | None = None
+    baseline: np.ndarray | None = None
+    difference: np.ndarray | None = None
+    change_mask: np.ndarray | None = None
+    overlap: np.ndarray | None = None
+    changes: list[Change] = field(default_factory=list)
+    factors: tuple[float, float] = (1.0, 1.0)
+    params: ChangeParams = field(default_factory=ChangeParams)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _range_excess(a: np.ndarray, b: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """How far ``a`` lies outside the local range of ``b`` (signed, 0 inside it)."""
+    lo, hi = cv2.erode(b, kernel), cv2.dilate(b, kernel)
+    return np.where(a > hi, a - hi, np.where(a < lo, a - lo, 0.0)).astype(np.float32)
+
+
+def tolerant_difference(alignment: Alignment, params: ChangeParams) -> tuple[np.ndarray, float]:
+    """The signed change image in robust standard deviations, and that deviation.
+
+    The follow-up's weighted channel sum (:data:`LUMA_BGR`) must lie outside the
+    baseline's local range *and* the baseline outside the follow-up's (same sign) for a
+    pixel to differ: a vessel edge moved by less than ``tolerance`` px differs by 0.
+
+    Returns:
+        ``((h, w) float32, sigma)``: 0 outside the overlap and on reflections.
+    """
+    a = alignment.aligned @ LUMA_BGR
+    b = alignment.baseline @ LUMA_BGR
+    valid = alignment.overlap & ~alignment.reflections
+    k = 2 * params.tolerance + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    e1 = _range_excess(a, b, kernel)
+    e2 = -_range_excess(b, a, kernel)
+    same = np.sign(e1) == np.sign(e2)
+    diff = np.where(same, np.sign(e1) * np.minimum(np.abs(e1), np.abs(e2)), 0.0)
+    diff = diff.astype(np.float32)
+    if params.smooth > 0:
+        diff = cv2.GaussianBlur(diff, (0, 0), params.smooth)
+    raw = (a - b)[valid & ~alignment.vessels]
+    if raw.size == 0:
+        return np.zeros_like(diff), 1.0
+    sigma = max(1.4826 * float(np.median(np.abs(raw - np.median(raw)))), 1e-3)
+    z = diff / sigma
+    z[alignment.vessels] *= params.vessel_weight
+    z[~valid] = 0.0
+    return z, sigma
+
+
+def find_changes(
+    z: np.ndarray, contrast: np.ndarray, params: ChangeParams, min_area: float
+) -> tuple[np.ndarray, list[tuple[np.ndarray, str, float, float]]]:
+    """Hysteresis regions of ``z``: ``|z| >= low`` components holding a ``|z| >= high`` seed.
+
+    Args:
+        z: ``(h, w)`` float32 signed difference in robust standard deviations.
+        contrast: ``(h, w)`` float32 signed difference in intensity units.
+        params: the thresholds.
+        min_area: fewest pixels of a region.
+
+    Returns:
+        ``(labels, regions)``: ``(h, w)`` int32 labels (0 = none) and, per region,
+        ``(pixel mask indices (N, 2) as (y, x), polarity, mean contrast, peak |z|)``.
+    """
+    labels = np.zeros(z.shape, np.int32)
+    regions = []
+    for polarity, sign in (("brighter", 1.0), ("darker", -1.0)):
+        s = z * sign
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(
+            (s >= params.low).astype(np.uint8), connectivity=8
+        )
+        if n <= 1:
+            continue
+        peak = np.zeros(n, np.float32)
+        np.maximum.at(peak, lab.ravel(), s.ravel())
+        keep = np.flatnonzero((peak >= params.high) & (stats[:, cv2.CC_STAT_AREA] >= min_area))
+        keep = keep[keep > 0]
+        for k in keep:
+            ys, xs = np.nonzero(lab == k)
+            labels[ys, xs] = len(regions) + 1
+            regions.append(
+                (np.stack([ys, xs], 1), polarity, float(contrast[ys, xs].mean()), float(peak[k]))
+            )
+    return labels, regions
+
+
+def _to_change(
+    yx: np.ndarray, polarity: str, contrast: float, score: float, factors: tuple[float, float]
+) -> Change:
+    sx, sy = factors
+    ys, xs = yx[:, 0], yx[:, 1]
+    x0, y0 = (xs.min() + 0.5) / sx - 0.5, (ys.min() + 0.5) / sy - 0.5
+    x1, y1 = (xs.max() + 0.5) / sx - 0.5, (ys.max() + 0.5) / sy - 0.5
+    return Change(
+        x=float((xs.mean() + 0.5) / sx - 0.5),
+        y=float((ys.mean() + 0.5) / sy - 0.5),
+        area=float(len(xs) / (sx * sy)),
+        bbox=(
+            int(np.floor(x0)),
+            int(np.floor(y0)),
+            int(np.ceil(x1 - x0)) + 1,
+            int(np.ceil(y1 - y0)) + 1,
+        ),
+        polarity=polarity,
+        contrast=contrast,
+        score=score,
+    )
+
+
+def detect_changes(
+    alignment: Alignment, params: ChangeParams, full_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, list[Change]]:
+    """Changes of an :class:`Alignment`: ``(difference z, full-resolution mask, changes)``."""
+    z, _ = tolerant_difference(alignment, params)
+    contrast = (alignment.aligned - alignment.baseline) @ LUMA_BGR
+    min_area = np.pi * (params.min_radius * alignment.diameter) ** 2
+    labels, regions = find_changes(z, contrast, params, min_area)
+    changes = [_to_change(yx, p, c, s, alignment.factors) for yx, p, c, s in regions]
+    order = np.argsort([-c.score for c in changes], kind="stable")
+    changes = [changes[i] for i in order]
+    h, w = full_shape
+    mask = cv2.resize((labels > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    return z, mask.astype(bool), changes
+
+
+def compare(
+    baseline: np.ndarray,
+    followup: np.ndarray,
+    *,
+    registration: RegistrationResult | None = None,
+    params: ChangeParams | None = None,
+    detector: Any = None,
+    **register_kwargs: Any,
+) -> ComparisonResult:
+    """Compare a follow-up visit with the baseline: aligned, normalised, what changed.
+
+    Args:
+        baseline: the first visit (``(H, W[, 3])`` uint8 BGR, gray, or float in [0, 1]).
+        followup: the later visit.
+        registration: a registration of ``baseline`` to ``followup`` already made
+            (``register(baseline, followup)``); None registers them.
+        params: :class:`ChangeParams` (default: the calibrated defaults).
+        detector: passed to :func:`~fundusfeat.pipeline.register.register`.
+        **register_kwargs: further :func:`register` options.
+
+    Returns:
+        :class:`ComparisonResult`; when the registration failed, ``success`` is False,
+        ``reason`` says why and there is no change map.
+    """
+    params = params if params is not None else ChangeParams()
+    if not isinstance(params, ChangeParams):
+        raise TypeError(f"params: expected ChangeParams, got {type(params).__name__}")
+    if registration is None:
+        registration = register(baseline, followup, detector, **register_kwargs)
+    elif not isinstance(registration, RegistrationResult):
+        raise TypeError(
+            f"registration: expected RegistrationResult, got {type(registration).__name__}"
+        )
+    timings = {"register": float(registration.timings.get("total", 0.0))}
+    if not registration.success or registration.transform is None:
+        return ComparisonResult(
+            registration,
+            False,
+            f"registration failed: {registration.reason}",
+            params=params,
+            timings=timings,
+        )
+    return compare_aligned(baseline, followup, registration, params, timings)
+
+
+def compare_aligned(
+    baseline: np.ndarray,
+    followup: np.ndarray,
+    registration: RegistrationResult,
+    params: ChangeParams,
+    timings: dict[str, float] | None = None,
+) -> ComparisonResult:
+    """The comparison after a successful registration (alignment and change detection)."""
+    timings = dict(timings or {})
+    t0 = time.perf_counter()
+    al = align_visits(
+        baseline,
+        followup,
+        registration.transform,
+        side=params.side,
+        rim=params.rim,
+        band=max(1, params.tolerance),
+    )
+    t1 = time.perf_counter()
+    z, mask, changes = detect_changes(al, params, np.asarray(baseline).shape[:2])
+    timings.update(align=t1 - t0, detect=time.perf_counter() - t1)
+    logger.debug("compare: %d changes, %s", len(changes), timings)
+    return ComparisonResult(
+        registration,
+        True,
+        "ok",
+        aligned=al.aligned,
+        baseline=al.baseline,
+        difference=z,
+        change_mask=mask,
+        overlap=al.overlap,
+        changes=changes,
+        factors=al.factors,
+        params=params,
+        timings=timings,
+    )
+
+
+def chain(first: Transform, second: Transform, shape: tuple[int, int]) -> Transform | None:
+    """``second`` after ``first`` (baseline -> previous -> visit), refitted on a grid.
+
+    Args:
+        first: baseline px -> previous visit px.
+        second: previous visit px -> this visit px.
+        shape: ``(H, W)`` of the baseline.
+
+    Returns:
+        A transform of ``second.model`` fitted (least squares) to a 32 x 32 grid of the
+        baseline mapped through both, or None when undefined.
+    """
+    h, w = shape
+    ys, xs = np.mgrid[0 : h - 1 : 32j, 0 : w - 1 : 32j]
+    grid = np.stack([xs.ravel(), ys.ravel()], 1)
+    mapped = second.apply(first.apply(grid))
+    ok = np.isfinite(mapped).all(axis=1)
+    model = "quadratic" if "quadratic" in (first.model, second.model) else "homography"
+    return fit(model, grid[ok], mapped[ok])
+
+
+def compare_series(
+    images: Sequence[np.ndarray],
+    *,
+    params: ChangeParams | None = None,
+    detector: Any = None,
+    **register_kwargs: Any,
+) -> list[ComparisonResult]:
+    """Compare every later visit with the first (the baseline).
+
+    Each visit is registered to the baseline; when that fails it is registered to the
+    previous visit and the two transforms are chained (the previous visit must have been
+    placed). Order the visits by date first (:func:`fundusfeat.io.dicom.visit_order` for
+    DICOM files).
+
+    Args:
+        images: two or more visits, the baseline first.
+        params, detector, register_kwargs: as :func:`compare`.
+
+    Returns:
+        One :class:`ComparisonResult` per later visit (``len(images) - 1``).
+    """
+    if isinstance(images, np.ndarray) or len(images) < 2:
+        raise ValueError("images: expected a sequence of two or more visits")
+    params = params if params is not None else ChangeParams()
+    if detector is None:
+        from fundusfeat.features.feature2d import R2D2Fundus
+
+        detector = R2D2Fundus.create()
+    base = images[0]
+    results: list[ComparisonResult] = []
+    for k in range(1, len(images)):
+        res = compare(base, images[k], params=params, detector=detector, **register_kwargs)
+        prev = results[-1] if results else None
+        if not res.success and prev is not None and prev.success:
+            res = (
+                _via_previous(
+                    base, images[k - 1], images[k], prev, params, detector, register_kwargs
+                )
+                or res
+            )
+        results.append(res)
+    return results
+
+
+def _via_previous(
+    base: np.ndarray,
+    previous: np.ndarray,
+    image: np.ndarray,
+    prev: ComparisonResult,
+    params: ChangeParams,
+    detector: Any,
+    register_kwargs: dict[str, Any],
+) -> ComparisonResult | None:
+    """The comparison of ``image`` with the baseline through the previous visit."""
+    step = register(previous, image, detector, **register_kwargs)
+    if not step.success or step.transform is None:
+        return None
+    chained = chain(prev.registration.transform, step.transform, np.asarray(base).shape[:2])
+    if chained is None:
+        return None
+    reg = replace(
+        step,
+        H=chained.homography(),
+        transform=chained,
+        confidence=min(step.confidence, prev.registration.confidence),
+        reason="ok (through the previous visit)",
+    )
+    return compare_aligned(base, image, reg, params, {"register": step.timings.get("total", 0)})
