@@ -56,8 +56,9 @@ def test_batch_register_from_csv(monkeypatch, tmp_path):
         == 0
     )
     rows = out.read_text().splitlines()
-    assert rows[0].startswith("image1,image2,success") and len(rows) == 2
-    assert rows[1].split(",")[2] == "True"
+    header = rows[0].split(",")
+    assert header[:4] == ["index", "image1", "image2", "success"] and len(rows) == 2
+    assert rows[1].split(",")[header.index("success")] == "True"
 
 
 def test_batch_benchmark_runs_both_modes(monkeypatch, tmp_path, capsys):
