@@ -9,7 +9,7 @@ R2D2 network (Rivas-Villar et al. 2023) behind an OpenCV Feature2D-style interfa
 
 The package by layer: :mod:`fundusfeat.features` (the detector), :mod:`fundusfeat.geometry`
 (transforms, matching, estimation, verification), :mod:`fundusfeat.pipeline` (pairs,
-datasets), :mod:`fundusfeat.io` (images in, figures out), :mod:`fundusfeat.cli`,
+datasets, montages), :mod:`fundusfeat.io` (images in, figures out), :mod:`fundusfeat.cli`,
 :mod:`fundusfeat.evaluation` and :mod:`fundusfeat.training`.
 """
 
@@ -25,11 +25,13 @@ from fundusfeat.pipeline.register import RegistrationResult, register, register_
 __all__ = [
     "FundusMatcher",
     "MontageResult",
+    "MontageResult",
     "R2D2Fundus",
     "RegistrationResult",
     "Transform",
     "__version__",
     "estimate_projective",
+    "montage",
     "montage",
     "register",
     "register_dataset",

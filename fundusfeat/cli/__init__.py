@@ -1,7 +1,8 @@
 """The ``fundusfeat`` command line: one entry point, one module per command group.
 
 ``demo | register`` (:mod:`.register`), ``register-batch`` (:mod:`.batch`), ``evaluate |
-bench`` (:mod:`.evaluate`), ``train`` (:mod:`.train`), ``export-onnx`` (:mod:`.export`).
+bench`` (:mod:`.evaluate`), ``montage`` (:mod:`.montage`), ``train`` (:mod:`.train`),
+``export-onnx`` (:mod:`.export`).
 Each module exposes ``add_<name>_parser(subparsers)``, which creates its subparser and
 sets ``func`` (parsed args -> int exit code) with ``set_defaults``. A module is imported
 only when its command is the one being run, so ``fundusfeat demo`` never imports training
@@ -61,6 +62,12 @@ COMMANDS = (
         "fundusfeat.cli.evaluate",
         "add_bench_parser",
         "benchmark against classical detectors",
+    ),
+    Command(
+        "montage",
+        "fundusfeat.cli.montage",
+        "add_montage_parser",
+        "many fields of one eye on one canvas (jointly fitted)",
     ),
     Command("train", "fundusfeat.cli.train", "add_train_parser", "train the network"),
     Command(

@@ -106,7 +106,7 @@ def resize_to_fov(image: np.ndarray, size: int) -> np.ndarray:
     return resize_image(image, size / fov.diameter)[0]
 
 
-def _rss_mib(peak: bool) -> float:
+def rss_mib(peak: bool) -> float:
     """Current (``VmRSS``) or peak (``VmHWM``) resident memory in MiB."""
     key = "VmHWM:" if peak else "VmRSS:"
     try:
@@ -148,7 +148,7 @@ def measure(
         config: threads, repeat and warm-up.
     """
     set_threads(config.threads)
-    base = _rss_mib(peak=False)
+    base = rss_mib(peak=False)
     detector = make_detector(method, device=device)
     set_threads(config.threads)
     if device == "cuda":
@@ -181,7 +181,7 @@ def measure(
         keypoints=float(np.mean(counts)),
         # the kernel's per-thread RSS counters lag: VmHWM read later can trail a VmRSS
         # read earlier by a few pages, and the peak is at least what was seen
-        peak_rss_mib=max(_rss_mib(peak=True), base),
+        peak_rss_mib=max(rss_mib(peak=True), base),
         base_rss_mib=base,
         peak_gpu_mib=gpu,
     )

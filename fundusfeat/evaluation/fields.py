@@ -80,6 +80,21 @@ def _focal(fov: FieldOfView, field_deg: float, k: float) -> float:
     return fov.radius / (half * (1.0 + k * half * half))
 
 
+def _render(
+    source: np.ndarray,
+    fov: FieldOfView,
+    source_camera: Camera,
+    camera: Camera,
+    rng: np.random.Generator,
+    photo: PhotoRange,
+) -> np.ndarray:
+    """One field: ray-traced view of the source, photometric change, FOV outside 0."""
+    rendered = render_second_image(source, fov, _geometry(source_camera, camera))
+    img = to_uint8(photometric_change(rendered, rng, photo))
+    img[~fov.mask] = 0
+    return img
+
+
 def make_field_set(
     source: np.ndarray,
     layout: str = "cross5",
@@ -120,10 +135,7 @@ def make_field_set(
         shift = np.append(rng.uniform(-lateral_mm, lateral_mm, size=2), 0.0)
         cam = Camera(focal, fov.center, k, _rotation(yaw * step, pitch * step, roll), shift)
         cameras.append(cam)
-        rendered = render_second_image(source, fov, _geometry(src_cam, cam))
-        img = to_uint8(photometric_change(rendered, rng, photo))
-        img[~fov.mask] = 0
-        images.append(img)
+        images.append(_render(source, fov, src_cam, cam, rng, photo))
     h, w = fov.mask.shape
     ys, xs = np.mgrid[_GRID_STEP // 2 : h : _GRID_STEP, _GRID_STEP // 2 : w : _GRID_STEP]
     grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
@@ -139,5 +151,11 @@ def make_field_set(
 
 
 def impostor_field(other_source: np.ndarray, seed: int = 0, field_deg: float = 28.0) -> np.ndarray:
-    """One field of another eye (the centre field of ``other_source``'s cross layout)."""
-    return make_field_set(other_source, "cross5", seed, field_deg=field_deg).images[0]
+    """One field of another eye: ``other_source`` seen straight on with a ``field_deg``
+    field (as the centre field of a set), with a photometric change."""
+    rng = np.random.default_rng(seed)
+    fov = estimate_fov(other_source)
+    k = float(rng.uniform(-0.1, 0.1))
+    src_cam = Camera(_focal(fov, SOURCE_DEG, k), fov.center, k, np.eye(3), np.zeros(3))
+    cam = Camera(_focal(fov, field_deg, k), fov.center, k, np.eye(3), np.zeros(3))
+    return _render(other_source, fov, src_cam, cam, rng, EASY_PHOTO)

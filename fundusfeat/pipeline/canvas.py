@@ -27,8 +27,12 @@ MAX_CANVAS_PIXELS = 60_000_000
 RIM_PX = 3
 """Pixels eroded from each FOV mask before blending (interpolated rim pixels are dark)."""
 
-SEAM_PIXELS = 250_000
-"""The seam finder runs on a copy of the canvas reduced to about this many pixels."""
+SEAM_PIXELS = 160_000
+"""The seam finder runs on a copy of the canvas reduced to about this many pixels
+(so does the exposure compensator)."""
+
+COMPENSATION_BLOCK = 32
+"""Block side (pixels of the reduced copy) of the exposure compensator's gain maps."""
 
 MAP_STEP = 8
 """Non-projective warps: the inverse map is computed every this many pixels and
@@ -184,25 +188,32 @@ def _get(mat: np.ndarray | cv2.UMat) -> np.ndarray:
     return mat.get() if isinstance(mat, cv2.UMat) else mat
 
 
-def _seam_masks(
+def _reduced(
     warped: Sequence[np.ndarray],
     wmasks: Sequence[np.ndarray],
     corners: Sequence[tuple[int, int]],
-    size: tuple[int, int],
-) -> list[np.ndarray]:
-    """Seam masks (uint8 0/255, each field's rectangle): ``cv2.detail`` graph-cut seam
-    finder on copies reduced to about :data:`SEAM_PIXELS` canvas pixels."""
-    scale = min(1.0, float(np.sqrt(SEAM_PIXELS / (size[0] * size[1]))))
+    scale: float,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]]]:
+    """Copies of the warped fields, masks and corners reduced by ``scale``."""
     small_imgs, small_masks, small_corners = [], [], []
     for w_img, w_mask, (x, y) in zip(warped, wmasks, corners, strict=True):
         sw = max(1, round(w_img.shape[1] * scale))
         sh = max(1, round(w_img.shape[0] * scale))
-        small = cv2.resize(w_img, (sw, sh), interpolation=cv2.INTER_AREA)
-        small_imgs.append(small.astype(np.float32))
-        small_masks.append(cv2.UMat(cv2.resize(w_mask, (sw, sh), interpolation=cv2.INTER_NEAREST)))
+        small_imgs.append(cv2.resize(w_img, (sw, sh), interpolation=cv2.INTER_AREA))
+        small_masks.append(cv2.resize(w_mask, (sw, sh), interpolation=cv2.INTER_NEAREST))
         small_corners.append((round(x * scale), round(y * scale)))
+    return small_imgs, small_masks, small_corners
+
+
+def _seam_masks(
+    small: tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]]],
+    wmasks: Sequence[np.ndarray],
+) -> list[np.ndarray]:
+    """Seam masks (uint8 0/255, each field's rectangle at full size): the ``cv2.detail``
+    graph-cut seam finder on the reduced copies, brought back to full size."""
+    imgs, masks, corners = small
     finder = cv2.detail.GraphCutSeamFinder("COST_COLOR")
-    found = finder.find(small_imgs, small_corners, small_masks)
+    found = finder.find([i.astype(np.float32) for i in imgs], corners, [cv2.UMat(m) for m in masks])
     out = []
     for seam, w_mask in zip(found, wmasks, strict=True):
         big = cv2.resize(_get(seam), (w_mask.shape[1], w_mask.shape[0]), cv2.INTER_LINEAR)
@@ -220,6 +231,11 @@ def blend(
     num_bands: int = 5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blend fields into a canvas of ``size = (width, height)``.
+
+    Exposure (per-channel gains on blocks, ``cv2.detail.BlocksChannelsCompensator``) and
+    seams (``cv2.detail.GraphCutSeamFinder``) are estimated on copies reduced to about
+    :data:`SEAM_PIXELS` canvas pixels (as OpenCV's ``stitching_detailed`` does) and
+    applied at full size; ``cv2.detail.MultiBandBlender`` joins the fields.
 
     Args:
         images: ``(H, W, 3)`` uint8 BGR fields.
@@ -241,11 +257,11 @@ def blend(
         corners.append((rect[0], rect[1]))
         warped.append(w_img)
         wmasks.append(w_mask.astype(np.uint8) * 255)
-    compensator = cv2.detail.ExposureCompensator_createDefault(
-        cv2.detail.ExposureCompensator_GAIN_BLOCKS
-    )
-    compensator.feed(corners, [cv2.UMat(w) for w in warped], [cv2.UMat(m) for m in wmasks])
-    seams = _seam_masks(warped, wmasks, corners, size) if len(warped) > 1 else wmasks
+    scale = min(1.0, float(np.sqrt(SEAM_PIXELS / (size[0] * size[1]))))
+    small = _reduced(warped, wmasks, corners, scale)
+    compensator = cv2.detail.BlocksChannelsCompensator(COMPENSATION_BLOCK, COMPENSATION_BLOCK)
+    compensator.feed(small[2], [cv2.UMat(w) for w in small[0]], [cv2.UMat(m) for m in small[1]])
+    seams = _seam_masks(small, wmasks) if len(warped) > 1 else wmasks
     blender = cv2.detail.MultiBandBlender()
     blender.setNumBands(num_bands)
     blender.prepare((0, 0, size[0], size[1]))

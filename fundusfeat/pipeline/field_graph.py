@@ -137,26 +137,37 @@ def choose_reference(n: int, edges: Sequence[Edge]) -> int:
     return int(min(range(n), key=lambda k: (-degree[k], -weight[k], k)))
 
 
-def spanning_tree(n: int, edges: Sequence[Edge], reference: int) -> dict[int, np.ndarray]:
-    """Start homographies (field px -> reference px) along a maximum-confidence spanning
-    tree, for the fields connected to ``reference``."""
+def spanning_tree(
+    n: int, edges: Sequence[Edge], reference: int
+) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """Start homographies along a maximum-confidence spanning tree.
+
+    Args:
+        n: number of fields.
+        edges: the verified edges.
+        reference: the root field.
+
+    Returns:
+        ``(homographies, parents)``: ``{field: (3, 3)}`` field px -> reference px for the
+        fields connected to ``reference`` (pairwise transforms' homographies composed along
+        the tree), and ``{field: its parent in the tree}``.
+    """
     if not edges:
-        return {reference: np.eye(3)}
+        return {reference: np.eye(3)}, {}
     rows = [e.i for e in edges]
     cols = [e.j for e in edges]
     weights = [2.0 - e.confidence for e in edges]  # > 0: minimum weight = maximum confidence
-    graph = csr_matrix((weights, (rows, cols)), shape=(n, n))
-    tree = minimum_spanning_tree(graph)
-    tree = tree + tree.T
-    order, parents = breadth_first_order(tree, reference, directed=False)
+    tree = minimum_spanning_tree(csr_matrix((weights, (rows, cols)), shape=(n, n)))
+    order, parents = breadth_first_order(tree + tree.T, reference, directed=False)
     by_pair = {(e.i, e.j): e for e in edges}
     hs = {reference: np.eye(3)}
-    for k in order[1:]:
+    up: dict[int, int] = {}
+    for k in (int(v) for v in order[1:]):
         p = int(parents[k])
-        k = int(k)
         if (k, p) in by_pair:  # edge k -> p
             h_kp = by_pair[(k, p)].result.transform.homography()
         else:  # edge p -> k
             h_kp = np.linalg.inv(by_pair[(p, k)].result.transform.homography())
         hs[k] = hs[p] @ h_kp
-    return hs
+        up[k] = p
+    return hs, up

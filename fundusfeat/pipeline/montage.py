@@ -35,7 +35,7 @@ from scipy.sparse.csgraph import connected_components
 from fundusfeat.features.feature2d import R2D2Fundus
 from fundusfeat.features.fov import estimate_fov
 from fundusfeat.geometry.joint_fit import DEFAULT_DROP_PX, FIELD_MODELS, fit_jointly
-from fundusfeat.geometry.transforms import Transform, from_dict
+from fundusfeat.geometry.transforms import ProjectiveTransform, Transform, from_dict
 from fundusfeat.io.arrays import to_uint8
 from fundusfeat.io.images import read_image
 from fundusfeat.io.validation import validate_image
@@ -77,6 +77,7 @@ class MontageEdge:
         residual: median distance (montage px) between its inliers mapped through the two
             fields' jointly fitted transforms (NaN when a field is unplaced).
         used: False when the joint fit dropped it as inconsistent.
+        in_tree: True when it is an edge of the spanning tree that gave the start.
     """
 
     i: int
@@ -85,6 +86,7 @@ class MontageEdge:
     inliers: int
     residual: float
     used: bool = True
+    in_tree: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class MontageResult:
         size: ``(width, height)`` of the canvas.
         model: the per-field model of the joint fit.
         timings: seconds of ``detect``, ``register``, ``fit``, ``blend`` and ``total``.
+        tree_transforms: one per input: the spanning-tree start (pairwise homographies
+            composed along the tree, field px -> montage px) before the joint fit, or None
+            (not in :meth:`to_dict`).
     """
 
     transforms: list[Transform | None]
@@ -113,6 +118,7 @@ class MontageResult:
     size: tuple[int, int]
     model: str = "homography"
     timings: dict[str, float] = field(default_factory=dict)
+    tree_transforms: list[Transform | None] = field(default_factory=list)
 
     @property
     def placed(self) -> list[bool]:
@@ -161,6 +167,7 @@ class MontageResult:
                     int(e["inliers"]),
                     float("nan") if e["residual"] is None else float(e["residual"]),
                     bool(e["used"]),
+                    bool(e.get("in_tree", False)),
                 )
                 for e in data["edges"]
             ]
@@ -222,22 +229,36 @@ def _group(n: int, edges: Sequence[Edge], reference: int) -> set[int]:
     return {k for k in range(n) if labels[k] == labels[reference]}
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Stages 3-4 of :func:`montage`, in the reference field's pixels.
+
+    Attributes:
+        transforms: ``{field: Transform}`` field px -> reference px (joint fit).
+        start: ``{field: (3, 3)}`` spanning-tree start homographies.
+        parents: ``{field: parent}`` of the spanning tree.
+        dropped: indices (into the edges) of the edges dropped as inconsistent.
+        residuals: ``{edge index: median residual px}`` of the edges between placed fields.
+    """
+
+    transforms: dict[int, Transform]
+    start: dict[int, np.ndarray]
+    parents: dict[int, int]
+    dropped: set[int]
+    residuals: dict[int, float]
+
+
 def place_fields(
     n: int, edges: Sequence[Edge], reference: int, model: str, drop_px: float
-) -> tuple[dict[int, Transform], set[int], dict[int, float]]:
-    """Stages 3-4: spanning-tree start and joint fit of the reference's group.
-
-    Returns:
-        ``(transforms, dropped, residuals)``: field px -> reference px for each placed
-        field, the indices (into ``edges``) of the edges dropped as inconsistent, and the
-        median residual of every edge between placed fields.
-    """
+) -> Placement:
+    """Stages 3-4: spanning-tree start and joint fit of the reference's group; an edge
+    the fit drops may disconnect fields, which are then left out and the group refitted."""
     active = list(range(len(edges)))
     dropped: set[int] = set()
     while True:
         group = _group(n, [edges[e] for e in active], reference)
         inside = [e for e in active if edges[e].i in group and edges[e].j in group]
-        start = spanning_tree(n, [edges[e] for e in inside], reference)
+        start, parents = spanning_tree(n, [edges[e] for e in inside], reference)
         fit = fit_jointly(
             start,
             [(edges[e].i, edges[e].j, edges[e].points_i, edges[e].points_j) for e in inside],
@@ -251,14 +272,14 @@ def place_fields(
         dropped |= gone
         active = [e for e in active if e not in gone]
         if _group(n, [edges[e] for e in active], reference) == group:
-            break  # the fit already excluded them and every field stays connected
+            break  # the fit already left them out and every field stays connected
     residuals = {inside[d]: r for d, r in fit.residuals.items()}
-    for e in dropped:
+    for e in dropped - set(residuals):
         if edges[e].i in fit.transforms and edges[e].j in fit.transforms:
             t_i, t_j = fit.transforms[edges[e].i], fit.transforms[edges[e].j]
             diff = t_i.apply(edges[e].points_i) - t_j.apply(edges[e].points_j)
             residuals[e] = float(np.median(np.linalg.norm(diff, axis=1)))
-    return fit.transforms, dropped, residuals
+    return Placement(fit.transforms, start, parents, dropped, residuals)
 
 
 def _unplaced_reason(k: int, results: dict[tuple[int, int], RegistrationResult]) -> str:
@@ -368,7 +389,8 @@ def montage(
         ref = unique[choose_reference(len(unique), local_edges)]
     else:
         ref = dup.get(int(reference), int(reference))
-    fitted, dropped, residuals = place_fields(n, edges, ref, field_model, drop_px)
+    placement = place_fields(n, edges, ref, field_model, drop_px)
+    fitted, dropped, residuals = placement.transforms, placement.dropped, placement.residuals
     timings["fit"] = time.perf_counter() - t0
 
     placed = set(fitted)
@@ -380,6 +402,8 @@ def montage(
     offset, size = canvas_bounds([fitted[k] for k in order], [fovs[k] for k in order], max_pixels)
     to_canvas = {k: shifted(fitted[k], offset) for k in order}
     transforms = [to_canvas.get(dup.get(k, k)) for k in range(n)]
+    tree = {k: shifted(ProjectiveTransform(h), offset) for k, h in placement.start.items()}
+    tree_transforms = [tree.get(dup.get(k, k)) for k in range(n)]
 
     t0 = time.perf_counter()
     if blend_fields:
@@ -398,7 +422,10 @@ def montage(
             e.inliers,
             residuals.get(k, float("nan")),
             k not in dropped and k in residuals,
+            placement.parents.get(e.i) == e.j or placement.parents.get(e.j) == e.i,
         )
         for k, e in enumerate(edges)
     ]
-    return MontageResult(transforms, reasons, image, mask, ref, medges, size, field_model, timings)
+    return MontageResult(
+        transforms, reasons, image, mask, ref, medges, size, field_model, timings, tree_transforms
+    )
