@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fundusfeat.cli.options import positive_int, positive_int_list
-from fundusfeat.evaluation import bench, impostors, peers, plot, presets, report
+from fundusfeat.evaluation import bench, impostors, montage_bench, peers, plot, presets, report
 from fundusfeat.evaluation.fire import load_fire
 from fundusfeat.evaluation.pipeline import pipeline_table, time_pipelines
 from fundusfeat.evaluation.runner import oracle_results, run_evaluation
@@ -89,6 +89,31 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="pairs that cannot be registered, made from these images (never training "
         "images; none: the embedded demo photograph): report false successes and confidences",
     )
+    source.add_argument(
+        "--montage",
+        nargs="*",
+        metavar="IMAGES",
+        help="synthetic multi-field sets rendered from these source photographs (never "
+        "training images; none: the embedded demo photograph): montage, spanning tree, star "
+        "of pairwise registrations and OpenCV's Stitcher, every overlapping field pair scored",
+    )
+    p.add_argument(
+        "--layouts",
+        default=",".join(montage_bench.LAYOUTS),
+        help=f"--montage: comma-separated layouts (default {','.join(montage_bench.LAYOUTS)})",
+    )
+    p.add_argument(
+        "--montage-size",
+        type=positive_int,
+        default=montage_bench.DEFAULT_SIZE,
+        help=f"--montage: long side of the source photographs (default "
+        f"{montage_bench.DEFAULT_SIZE})",
+    )
+    p.add_argument(
+        "--figure",
+        action="store_true",
+        help="--montage with --out: also write the first set's montage and field graph",
+    )
     p.add_argument(
         "--preset",
         choices=presets.NAMES,
@@ -156,6 +181,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         }
         if args.impostors is not None:
             return _run_impostors(args, names, methods)
+        if args.montage is not None:
+            return _run_montage(args)
         pairs, meta = _evaluation_pairs(args)
     except (FileNotFoundError, ValueError) as exc:
         return _error("evaluate", exc)
@@ -178,6 +205,53 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         plot.plot_success(reports, args.out / "success.png", title)
     print(json.dumps(data, indent=2) if args.json else table)
     return 0
+
+
+def _run_montage(args: argparse.Namespace) -> int:
+    """``fundusfeat evaluate --montage IMAGES``: the multi-field benchmark."""
+    from fundusfeat.features.feature2d import R2D2Fundus
+
+    paths = benchmark_images(args.montage)
+    layouts = [x for x in args.layouts.split(",") if x]
+    detector = R2D2Fundus.create(device=args.device)
+    bench_result = montage_bench.run_montage_benchmark(
+        paths,
+        layouts=layouts,
+        seed=args.seed,
+        size=args.montage_size,
+        detector=detector,
+        model=args.transform if args.transform in ("homography", "quadratic") else "auto",
+        progress=ProgressLine(not args.quiet),
+    )
+    bench_result.meta.update(
+        images=[str(p) for p in paths], command=" ".join(sys.argv), **machine_info()
+    )
+    data = montage_bench.to_json(bench_result)
+    text = montage_bench.markdown_report(bench_result)
+    if args.out is not None:
+        _write_outputs(args.out, "montage", data, text)
+        if args.figure:
+            _montage_figures(paths[0], layouts[0], args, detector)
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0
+
+
+def _montage_figures(path: Path, layout: str, args: argparse.Namespace, detector: Any) -> None:
+    """The first source's first-layout set: its montage (shrunk) and field graph."""
+    import cv2
+
+    from fundusfeat.evaluation.fields import make_field_set
+    from fundusfeat.io.figures import shrink
+    from fundusfeat.io.montage_figures import field_graph_figure
+    from fundusfeat.pipeline.montage import montage
+
+    source = montage_bench.source_image(Path(path), args.montage_size)
+    fs = make_field_set(source, layout, args.seed)
+    result = montage(fs.images, detector=detector)
+    sizes = [(im.shape[1], im.shape[0]) for im in fs.images]
+    if result.image.size:
+        cv2.imwrite(str(args.out / "montage.jpg"), shrink(result.image, 1600))
+    cv2.imwrite(str(args.out / "field_graph.png"), field_graph_figure(result, sizes, 1600))
 
 
 def _run_impostors(args: argparse.Namespace, names: list[str], methods: dict) -> int:

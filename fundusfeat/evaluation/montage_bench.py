@@ -229,7 +229,8 @@ def impostor_test(
     return ImpostorResult(name, not m.placed[-1], m.reasons[-1], sum(m.placed[:-1]), len(fs.images))
 
 
-def _source(path: Path, size: int) -> np.ndarray:
+def source_image(path: Path, size: int) -> np.ndarray:
+    """A source photograph read and resized to a long side of ``size`` px."""
     img = read_image(path)
     return resize_long_side(img, size)[0] if max(img.shape[:2]) != size else img
 
@@ -274,7 +275,7 @@ def run_montage_benchmark(
     total = len(paths) * (len(layouts) + int(impostors))
     done, results, tests = 0, [], []
     for k, path in enumerate(paths):
-        source = _source(Path(path), size)
+        source = source_image(Path(path), size)
         for layout in layouts:
             name = f"{Path(path).stem}/{layout}"
             fs = make_field_set(source, layout, seed + k)
@@ -284,7 +285,7 @@ def run_montage_benchmark(
                 progress(done, total, name)
         if impostors:
             other = (
-                _source(Path(paths[(k + 1) % len(paths)]), size)
+                source_image(Path(paths[(k + 1) % len(paths)]), size)
                 if len(paths) > 1
                 else cv2.flip(source, 1)
             )

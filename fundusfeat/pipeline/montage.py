@@ -60,7 +60,7 @@ from fundusfeat.pipeline.register import (
 MONTAGE_MODELS = ("auto", *FIELD_MODELS)
 """Per-field models of :func:`montage`; ``"auto"`` is :data:`AUTO_MODEL`."""
 
-AUTO_MODEL = "homography"
+AUTO_MODEL = "quadratic"
 """The per-field model that ``model="auto"`` fits (see docs/benchmarks.md, Montage)."""
 
 Progress = Callable[[int, int, str], None]
