@@ -27,6 +27,9 @@ MAX_CANVAS_PIXELS = 60_000_000
 RIM_PX = 3
 """Pixels eroded from each FOV mask before blending (interpolated rim pixels are dark)."""
 
+RECT_MARGIN_PX = 4
+"""Margin around a field's mapped box when it is warped (so no mask pixel is cut off)."""
+
 SEAM_PIXELS = 160_000
 """The seam finder runs on a copy of the canvas reduced to about this many pixels
 (so does the exposure compensator)."""
@@ -177,10 +180,12 @@ def warp_into(
 def _rect_in(
     transform: Transform, mask: np.ndarray, size: tuple[int, int]
 ) -> tuple[int, int, int, int]:
-    """``(x, y, width, height)`` of the mapped mask's box, clipped to the canvas."""
+    """``(x, y, width, height)`` of the mapped mask's box, with a margin of
+    :data:`RECT_MARGIN_PX` (the box comes from a subsampled contour), clipped to the canvas."""
     x0, y0, x1, y1 = field_rect(transform, mask)
-    x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
-    x1, y1 = min(size[0] - 1, int(np.ceil(x1))), min(size[1] - 1, int(np.ceil(y1)))
+    x0, y0 = max(0, int(np.floor(x0)) - RECT_MARGIN_PX), max(0, int(np.floor(y0)) - RECT_MARGIN_PX)
+    x1 = min(size[0] - 1, int(np.ceil(x1)) + RECT_MARGIN_PX)
+    y1 = min(size[1] - 1, int(np.ceil(y1)) + RECT_MARGIN_PX)
     return x0, y0, max(1, x1 - x0 + 1), max(1, y1 - y0 + 1)
 
 
@@ -208,18 +213,40 @@ def _reduced(
 def _seam_masks(
     small: tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]]],
     wmasks: Sequence[np.ndarray],
+    corners: Sequence[tuple[int, int]],
+    size: tuple[int, int],
 ) -> list[np.ndarray]:
-    """Seam masks (uint8 0/255, each field's rectangle at full size): the ``cv2.detail``
-    graph-cut seam finder on the reduced copies, brought back to full size."""
-    imgs, masks, corners = small
+    """Seam masks (uint8 0/255, each field's rectangle at full size) that partition the
+    union of ``wmasks`` exactly: no pixel of a field is left without an owner.
+
+    The ``cv2.detail`` graph-cut seam finder runs on the reduced copies. Its masks,
+    brought back to full size bilinearly, are each field's vote; every canvas pixel goes
+    to the field with the highest vote among the fields whose (full-size) mask covers it,
+    ties to the field whose mask edge is farthest. Thresholding each upscaled mask on its
+    own instead leaves holes along the seam, where the reduced copies disagree by a
+    rounded pixel.
+    """
+    imgs, masks, small_corners = small
     finder = cv2.detail.GraphCutSeamFinder("COST_COLOR")
-    found = finder.find([i.astype(np.float32) for i in imgs], corners, [cv2.UMat(m) for m in masks])
-    out = []
-    for seam, w_mask in zip(found, wmasks, strict=True):
-        big = cv2.resize(_get(seam), (w_mask.shape[1], w_mask.shape[0]), cv2.INTER_LINEAR)
-        big = cv2.dilate((big > 127).astype(np.uint8) * 255, np.ones((3, 3), np.uint8))
-        out.append(cv2.bitwise_and(big, w_mask))
-    return out
+    found = finder.find(
+        [i.astype(np.float32) for i in imgs], small_corners, [cv2.UMat(m) for m in masks]
+    )
+    best = np.full((size[1], size[0]), -1.0, np.float32)
+    owner = np.full((size[1], size[0]), -1, np.int32)
+    for k, (seam, w_mask, (x, y)) in enumerate(zip(found, wmasks, corners, strict=True)):
+        h, w = w_mask.shape
+        vote = cv2.resize(_get(seam).astype(np.float32) / 255.0, (w, h), cv2.INTER_LINEAR)
+        depth = cv2.distanceTransform(w_mask, cv2.DIST_L2, 3)
+        vote += 1e-3 * np.minimum(depth, 255.0) / 255.0
+        vote[w_mask == 0] = -1.0
+        view_best, view_owner = best[y : y + h, x : x + w], owner[y : y + h, x : x + w]
+        wins = vote > view_best
+        view_best[wins] = vote[wins]
+        view_owner[wins] = k
+    return [
+        (owner[y : y + m.shape[0], x : x + m.shape[1]] == k).astype(np.uint8) * 255
+        for k, (m, (x, y)) in enumerate(zip(wmasks, corners, strict=True))
+    ]
 
 
 def blend(
@@ -261,7 +288,7 @@ def blend(
     small = _reduced(warped, wmasks, corners, scale)
     compensator = cv2.detail.BlocksChannelsCompensator(COMPENSATION_BLOCK, COMPENSATION_BLOCK)
     compensator.feed(small[2], [cv2.UMat(w) for w in small[0]], [cv2.UMat(m) for m in small[1]])
-    seams = _seam_masks(small, wmasks) if len(warped) > 1 else wmasks
+    seams = _seam_masks(small, wmasks, corners, size) if len(warped) > 1 else wmasks
     blender = cv2.detail.MultiBandBlender()
     blender.setNumBands(num_bands)
     blender.prepare((0, 0, size[0], size[1]))
