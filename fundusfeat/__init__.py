@@ -9,8 +9,8 @@ R2D2 network (Rivas-Villar et al. 2023) behind an OpenCV Feature2D-style interfa
 
 The package by layer: :mod:`fundusfeat.features` (the detector), :mod:`fundusfeat.geometry`
 (transforms, matching, estimation, verification), :mod:`fundusfeat.pipeline` (pairs,
-datasets, montages), :mod:`fundusfeat.io` (images in, figures out), :mod:`fundusfeat.cli`,
-:mod:`fundusfeat.evaluation` and :mod:`fundusfeat.training`.
+datasets, montages, comparison of visits), :mod:`fundusfeat.io` (images in, figures out),
+:mod:`fundusfeat.cli`, :mod:`fundusfeat.evaluation` and :mod:`fundusfeat.training`.
 """
 
 from fundusfeat._version import __version__
@@ -19,19 +19,22 @@ from fundusfeat.geometry.estimation import estimate_projective
 from fundusfeat.geometry.matching import FundusMatcher
 from fundusfeat.geometry.transforms import Transform
 from fundusfeat.pipeline.batch import register_dataset
+from fundusfeat.pipeline.changes import ChangeParams, ComparisonResult, compare, compare_series
 from fundusfeat.pipeline.montage import MontageResult, montage
 from fundusfeat.pipeline.register import RegistrationResult, register, register_many
 
 __all__ = [
     "FundusMatcher",
-    "MontageResult",
+    "ChangeParams",
+    "ComparisonResult",
     "MontageResult",
     "R2D2Fundus",
     "RegistrationResult",
     "Transform",
     "__version__",
+    "compare",
+    "compare_series",
     "estimate_projective",
-    "montage",
     "montage",
     "register",
     "register_dataset",

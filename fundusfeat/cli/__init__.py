@@ -1,8 +1,8 @@
 """The ``fundusfeat`` command line: one entry point, one module per command group.
 
 ``demo | register`` (:mod:`.register`), ``register-batch`` (:mod:`.batch`), ``evaluate |
-bench`` (:mod:`.evaluate`), ``montage`` (:mod:`.montage`), ``train`` (:mod:`.train`),
-``export-onnx`` (:mod:`.export`).
+bench`` (:mod:`.evaluate`), ``montage`` (:mod:`.montage`), ``compare`` (:mod:`.compare`),
+``train`` (:mod:`.train`), ``export-onnx`` (:mod:`.export`).
 Each module exposes ``add_<name>_parser(subparsers)``, which creates its subparser and
 sets ``func`` (parsed args -> int exit code) with ``set_defaults``. A module is imported
 only when its command is the one being run, so ``fundusfeat demo`` never imports training
@@ -68,6 +68,12 @@ COMMANDS = (
         "fundusfeat.cli.montage",
         "add_montage_parser",
         "many fields of one eye on one canvas (jointly fitted)",
+    ),
+    Command(
+        "compare",
+        "fundusfeat.cli.compare",
+        "add_compare_parser",
+        "what changed between visits (change map, flicker, HTML viewer; DICOM)",
     ),
     Command("train", "fundusfeat.cli.train", "add_train_parser", "train the network"),
     Command(

@@ -81,11 +81,14 @@ def registration_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def read_image_arg(path: Path) -> np.ndarray:
-    """Read an image named on the command line; an unreadable file is a :class:`UsageError`."""
+def read_image_arg(path: Path, frame: int | None = None) -> np.ndarray:
+    """Read an image named on the command line; an unreadable file is a :class:`UsageError`.
+
+    ``frame`` chooses the frame of a multi-frame DICOM file (:func:`read_image`).
+    """
     from fundusfeat.io.images import read_image
 
     try:
-        return read_image(path)
-    except (FileNotFoundError, ValueError) as err:
+        return read_image(path, frame=frame)
+    except (FileNotFoundError, ValueError, ImportError) as err:
         raise UsageError(f"cannot read image {str(path)!r}: {err}") from err

@@ -14,7 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".ppm", ".dcm", ".dicom"}
+)
 MASK_STEMS = ("_overlay", "_mask")
 
 _JPEG_START, _JPEG_SCAN, _JPEG_END = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
@@ -36,8 +38,12 @@ def integrity_problem(data: bytes) -> str | None:
     return None
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, frame: int | None = None) -> np.ndarray:
     """Read a colour image as (H, W, 3) uint8 BGR.
+
+    A DICOM file (``DICM`` at byte 128, or a ``.dcm``/``.dicom`` name) is read with
+    :func:`fundusfeat.io.dicom.read_dicom` (optional extra ``dicom``); ``frame`` chooses
+    the frame of a multi-frame DICOM file and is ignored for other formats.
 
     Raises:
         FileNotFoundError: if the file does not exist.
@@ -51,6 +57,10 @@ def read_image(path: str | Path) -> np.ndarray:
     data = path.read_bytes()
     if not data:
         raise ValueError(f"not a readable image: {path}: empty file (0 bytes)")
+    from fundusfeat.io.dicom import DICOM_SUFFIXES, is_dicom, read_dicom
+
+    if is_dicom(path, data) or path.suffix.lower() in DICOM_SUFFIXES:
+        return read_dicom(path, frame=frame)
     problem = integrity_problem(data)
     if problem is not None:
         raise ValueError(f"not a readable image: {path}: {problem}")
