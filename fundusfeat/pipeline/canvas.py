@@ -4,10 +4,12 @@ Generic parts (any :class:`~fundusfeat.geometry.transforms.Transform` from image
 px): :func:`field_rect` (where an image's mask lands), :func:`canvas_bounds` (the frame
 holding all of them, bounded in pixels), :func:`shifted` (a transform followed by a
 translation) and :func:`warp_into` (an image and its mask resampled into a rectangle of
-the frame). :func:`blend` then uses ``cv2.detail``: a block gain compensator (exposure), a
-graph-cut seam finder on a reduced copy (seams inside the overlaps) and a multiband
-blender, everything restricted to each field's (slightly eroded) FOV mask, so no black
-rim of a field enters an overlap.
+the frame). :func:`blend` then takes out the fields' illumination differences (a smooth
+gain field per field fitted on the overlaps, :mod:`.exposure`), finds seams inside the
+overlaps (``cv2.detail`` graph cut on a reduced copy, turned into a partition of the
+fields' union at full size) and joins the fields with ``cv2.detail``'s multiband blender,
+everything restricted to each field's (slightly eroded) FOV mask, so no black rim of a
+field enters an overlap.
 
 Coordinates: ``(x, y)`` pixels, the centre of the top-left pixel at (0, 0).
 """
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 
 from fundusfeat.geometry.transforms import ProjectiveTransform, QuadraticTransform, Transform
+from fundusfeat.pipeline.exposure import fit_gains, gain_map
 
 MAX_CANVAS_PIXELS = 60_000_000
 """Default bound on the canvas area (pixels): a clear error beats running out of memory."""
@@ -30,12 +33,13 @@ RIM_PX = 3
 RECT_MARGIN_PX = 4
 """Margin around a field's mapped box when it is warped (so no mask pixel is cut off)."""
 
+CLIPPED = 250
+"""A field's pixel with a channel at or above this (uint8) is clipped: where another
+field covers it, the seams give it to that field."""
+
 SEAM_PIXELS = 160_000
 """The seam finder runs on a copy of the canvas reduced to about this many pixels
 (so does the exposure compensator)."""
-
-COMPENSATION_BLOCK = 32
-"""Block side (pixels of the reduced copy) of the exposure compensator's gain maps."""
 
 MAP_STEP = 8
 """Non-projective warps: the inverse map is computed every this many pixels and
@@ -210,6 +214,34 @@ def _reduced(
     return small_imgs, small_masks, small_corners
 
 
+def _prefer_unclipped(
+    small: tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]]],
+    clipped: Sequence[np.ndarray],
+) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]]]:
+    """The reduced copies with each field's clipped pixels taken out of its mask where
+    another field covers them, so that the seams give those pixels to a field that
+    still shows them (a halo or reflection that saturated one photograph)."""
+    imgs, masks, corners = small
+    out = []
+    for k, (m, (x, y)) in enumerate(zip(masks, corners, strict=True)):
+        h, w = m.shape
+        covered = np.zeros((h, w), bool)
+        for j, (mj, (xj, yj)) in enumerate(zip(masks, corners, strict=True)):
+            if j == k:
+                continue
+            x0, y0 = max(x, xj), max(y, yj)
+            x1, y1 = min(x + w, xj + mj.shape[1]), min(y + h, yj + mj.shape[0])
+            if x1 > x0 and y1 > y0:
+                covered[y0 - y : y1 - y, x0 - x : x1 - x] |= (
+                    mj[y0 - yj : y1 - yj, x0 - xj : x1 - xj] > 0
+                )
+        bad = cv2.dilate(clipped[k].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        keep = m.copy()
+        keep[bad & covered] = 0
+        out.append(keep)
+    return imgs, out, corners
+
+
 def _seam_masks(
     small: tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]]],
     wmasks: Sequence[np.ndarray],
@@ -249,54 +281,112 @@ def _seam_masks(
     ]
 
 
+def extend_outside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` with the pixels outside ``mask`` filled by a smooth extension of the
+    inside (push-pull: masked means on a Gaussian pyramid, the coarsest level that has
+    data fills each hole), so that the multiband blender's low bands see no black
+    border where a field's mask ends.
+
+    Args:
+        image: ``(h, w, 3)`` uint8.
+        mask: ``(h, w)`` uint8, nonzero = valid.
+
+    Returns:
+        ``(h, w, 3)`` uint8, equal to ``image`` inside the mask.
+    """
+    valid = (mask > 0).astype(np.float32)
+    if valid.all() or not valid.any():
+        return image
+    levels = [(image.astype(np.float32) * valid[..., None], valid)]
+    while min(levels[-1][1].shape) > 8:
+        num, den = levels[-1]
+        levels.append((cv2.pyrDown(num), cv2.pyrDown(den)))
+    num, den = levels[-1]
+    filled = num.sum(axis=(0, 1)) / max(float(den.sum()), 1e-6) * np.ones_like(num)
+    for num, den in reversed(levels):
+        up = cv2.resize(filled, (den.shape[1], den.shape[0]), interpolation=cv2.INTER_LINEAR)
+        share = np.clip(den * 4.0, 0.0, 1.0)[..., None]  # trust a level's mean where it has data
+        filled = share * num / np.maximum(den, 1e-6)[..., None] + (1 - share) * up
+    out = image.copy()
+    outside = valid == 0
+    out[outside] = np.clip(filled[outside], 0, 255).astype(np.uint8)
+    return out
+
+
 def blend(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
     transforms: Sequence[Transform],
     size: tuple[int, int],
     *,
+    reference: int = 0,
     num_bands: int = 5,
-) -> tuple[np.ndarray, np.ndarray]:
+    compensate: bool = True,
+    labels: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blend fields into a canvas of ``size = (width, height)``.
 
-    Exposure (per-channel gains on blocks, ``cv2.detail.BlocksChannelsCompensator``) and
-    seams (``cv2.detail.GraphCutSeamFinder``) are estimated on copies reduced to about
-    :data:`SEAM_PIXELS` canvas pixels (as OpenCV's ``stitching_detailed`` does) and
-    applied at full size; ``cv2.detail.MultiBandBlender`` joins the fields.
+    Exposure (a smooth gain field per field and channel, :func:`.exposure.fit_gains`,
+    ``reference`` fixed) and seams (``cv2.detail.GraphCutSeamFinder``) are estimated on
+    copies reduced to about :data:`SEAM_PIXELS` canvas pixels (as OpenCV's
+    ``stitching_detailed`` does) and applied at full size; every pixel of the fields'
+    union belongs to exactly one field's seam mask; ``cv2.detail.MultiBandBlender``
+    joins the fields.
 
     Args:
         images: ``(H, W, 3)`` uint8 BGR fields.
         masks: ``(H, W)`` bool FOV masks.
         transforms: field px -> canvas px.
         size: ``(width, height)`` of the canvas.
+        reference: index of the field whose exposure the others are matched to.
         num_bands: bands of the multiband blender.
+        compensate: False blends the fields as they are (no gain fields).
+        labels: also return which field each canvas pixel comes from.
 
     Returns:
         ``(montage (height, width, 3) uint8 BGR, mask (height, width) bool)``; pixels
-        outside every field are 0.
+        outside every field are 0. With ``labels``, a third array: ``(height, width)``
+        int32, the index of the field whose seam mask holds the pixel, -1 outside.
     """
+    if not 0 <= reference < len(images):
+        raise ValueError(f"reference must be a field index in [0, {len(images)}), got {reference}")
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RIM_PX + 1, 2 * RIM_PX + 1))
-    corners, warped, wmasks = [], [], []
+    rects, warped, wmasks = [], [], []
     for img, m, t in zip(images, masks, transforms, strict=True):
         inner = cv2.erode(m.astype(np.uint8), kernel) > 0
         rect = _rect_in(t, inner, size)
         w_img, w_mask = warp_into(img, inner, t, rect)
-        corners.append((rect[0], rect[1]))
+        rects.append(rect)
         warped.append(w_img)
         wmasks.append(w_mask.astype(np.uint8) * 255)
+    corners = [(r[0], r[1]) for r in rects]
     scale = min(1.0, float(np.sqrt(SEAM_PIXELS / (size[0] * size[1]))))
     small = _reduced(warped, wmasks, corners, scale)
-    compensator = cv2.detail.BlocksChannelsCompensator(COMPENSATION_BLOCK, COMPENSATION_BLOCK)
-    compensator.feed(small[2], [cv2.UMat(w) for w in small[0]], [cv2.UMat(m) for m in small[1]])
-    seams = _seam_masks(small, wmasks, corners, size) if len(warped) > 1 else wmasks
+    clipped = [(img >= CLIPPED).any(axis=2) for img in small[0]]
+    if compensate and len(warped) > 1:
+        gains = fit_gains(*small, scale, rects, reference)
+        warped = [
+            np.clip(w * gain_map(g, r), 0, 255).astype(np.uint8)
+            for w, g, r in zip(warped, gains, rects, strict=True)
+        ]
+        small = _reduced(warped, wmasks, corners, scale)
+    if len(warped) > 1:
+        seams = _seam_masks(_prefer_unclipped(small, clipped), wmasks, corners, size)
+    else:
+        seams = wmasks
     blender = cv2.detail.MultiBandBlender()
     blender.setNumBands(num_bands)
     blender.prepare((0, 0, size[0], size[1]))
-    for k, (w_img, w_mask, seam) in enumerate(zip(warped, wmasks, seams, strict=True)):
-        comp = _get(compensator.apply(k, corners[k], cv2.UMat(w_img), cv2.UMat(w_mask)))
-        blender.feed(comp.astype(np.int16), seam, corners[k])
+    for k, (w_img, seam) in enumerate(zip(warped, seams, strict=True)):
+        blender.feed(extend_outside(w_img, wmasks[k]).astype(np.int16), seam, corners[k])
     result, result_mask = blender.blend(None, None)
     out = np.clip(_get(result), 0, 255).astype(np.uint8)
     mask = _get(result_mask) > 0
     out[~mask] = 0
-    return out, mask
+    if not labels:
+        return out, mask
+    owner = np.full((size[1], size[0]), -1, np.int32)
+    for k, (seam, (x, y)) in enumerate(zip(seams, corners, strict=True)):
+        h, w = seam.shape
+        owner[y : y + h, x : x + w][seam > 0] = k
+    return out, mask, owner

@@ -408,7 +408,11 @@ def montage(
     t0 = time.perf_counter()
     if blend_fields:
         image, mask = blend(
-            [imgs[k] for k in order], [fovs[k] for k in order], [to_canvas[k] for k in order], size
+            [imgs[k] for k in order],
+            [fovs[k] for k in order],
+            [to_canvas[k] for k in order],
+            size,
+            reference=order.index(ref),
         )
     else:
         image, mask = np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), bool)
