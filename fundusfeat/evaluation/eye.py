@@ -340,9 +340,21 @@ def render_second_image(image: np.ndarray, fov: FieldOfView, geometry: EyeGeomet
 
 
 def make_eye_pair(
-    image: np.ndarray, preset: EyePreset, seed: np.random.SeedSequence | int
+    image: np.ndarray,
+    preset: EyePreset,
+    seed: np.random.SeedSequence | int,
+    *,
+    followup_source: np.ndarray | None = None,
 ) -> EyePair:
     """Make one eye-model pair from a colour fundus photograph (deterministic given ``seed``).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 BGR source: image 1, and what camera 2 sees.
+        preset: the cameras' and photometric ranges.
+        seed: the pair's seed.
+        followup_source: what camera 2 sees instead of ``image`` (same size and FOV: e.g.
+            ``image`` with painted lesions, :mod:`fundusfeat.evaluation.lesions`); the
+            draws are the same, so the two pairs differ only by it.
 
     Raises:
         ValueError: if no pose reaches the preset's overlap.
@@ -350,8 +362,13 @@ def make_eye_pair(
     rng = np.random.default_rng(seed)
     fov = estimate_fov(image)
     draw = _draw(fov, rng, preset)
+    second = image if followup_source is None else followup_source
+    if second.shape != image.shape:
+        raise ValueError(
+            f"followup_source: expected the shape of image {image.shape}, got {second.shape}"
+        )
     image1 = photometric_change(image, rng, preset.photo)
-    image2 = photometric_change(render_second_image(image, fov, draw.geometry), rng, preset.photo)
+    image2 = photometric_change(render_second_image(second, fov, draw.geometry), rng, preset.photo)
     image1, image2 = to_uint8(image1), to_uint8(image2)
     image1[~fov.mask] = 0
     image2[~fov.mask] = 0

@@ -20,8 +20,24 @@ from fundusfeat.io.arrays import resize_image, to_unit_float
 from fundusfeat.io.validation import validate_image
 
 SATURATION = 0.97
-"""Pixels brighter than this (any channel, [0, 1]) in either visit are reflections or
-clipped: they take no part in the fit and report no change."""
+"""A channel brighter than this ([0, 1]) in either visit is clipped there: it takes no
+part in that channel's illumination fit nor in the difference."""
+
+HEADROOM = 0.1
+"""A channel's weight in the difference falls linearly from full at ``SATURATION -
+HEADROOM`` to 0 at ``SATURATION`` (what a nearly clipped channel can still show)."""
+
+LUMA_BGR = np.array([0.1, 0.6, 0.3], np.float32)
+"""Channel weights (B, G, R) of the difference: green carries most lesion contrast."""
+
+FULL_SUPPORT = 0.9
+"""A channel counts fully where at least this share of the illumination window around a
+pixel is unclipped in it, and not at all below half of it."""
+
+USABLE_SHARE = 0.5
+"""A pixel is usable when the channels left unclipped there carry at least this share of
+:data:`LUMA_BGR`: a clipped red channel alone (0.3) removes nothing, a clipped green
+channel (0.6) removes the pixel."""
 
 
 @dataclass(frozen=True)
@@ -32,20 +48,24 @@ class Alignment:
         baseline: ``(h, w, 3)`` float32 BGR in [0, 1].
         aligned: ``(h, w, 3)`` float32 BGR in [0, 1]: the follow-up warped into the
             baseline frame and normalised to the baseline's illumination and colour.
-        warped: the follow-up warped, before normalisation.
         overlap: ``(h, w)`` bool, both fields of view, eroded by the rim margin.
         vessels: ``(h, w)`` bool, the baseline's vessels dilated into a band.
-        reflections: ``(h, w)`` bool, clipped or specular pixels of either visit (dilated).
+        reflections: ``(h, w)`` bool, pixels that cannot show a change: the channels
+            clipped there (in either visit, dilated) carry more than ``1 - USABLE_SHARE``
+            of :data:`LUMA_BGR`.
+        weights: ``(h, w, 3)`` float32 channel weights (B, G, R) of the difference:
+            :data:`LUMA_BGR` times each channel's headroom below clipping, summing to 1
+            per usable pixel, 0 on ``reflections``.
         factors: ``(sx, sy)`` baseline px -> analysis px.
         diameter: the baseline FOV's diameter (analysis px).
     """
 
     baseline: np.ndarray
     aligned: np.ndarray
-    warped: np.ndarray
     overlap: np.ndarray
     vessels: np.ndarray
     reflections: np.ndarray
+    weights: np.ndarray
     factors: tuple[float, float]
     diameter: float
 
@@ -70,21 +90,25 @@ def vessel_band(image: np.ndarray, shape: tuple[int, int], band: int) -> np.ndar
     return cv2.dilate(mask, _disk(band)) > 0
 
 
-def _masked_blur(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+def masked_blur(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     """Normalised convolution: the Gaussian-weighted mean of ``values`` where ``weight``.
 
     Computed on a copy shrunk so that ``sigma`` is about 4 px (INTER_AREA), then
     enlarged back (INTER_LINEAR): the mean is smooth at that scale, and a large window
     costs what a small one does.
     """
-    h, w = weight.shape
+    h, w = weight.shape[:2]
+    per_channel = weight.ndim == 3
     scale = min(1.0, 4.0 / sigma)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    num = cv2.resize(values * weight[..., None], size, interpolation=cv2.INTER_AREA)
-    den = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    spread = weight if per_channel or values.ndim == 2 else weight[..., None]
+    num = cv2.resize(values * spread, size, interpolation=cv2.INTER_AREA)
+    den = cv2.resize(np.ascontiguousarray(weight), size, interpolation=cv2.INTER_AREA)
     s = sigma * scale
     num = cv2.GaussianBlur(num, (0, 0), s, borderType=cv2.BORDER_REPLICATE)
-    den = cv2.GaussianBlur(den, (0, 0), s, borderType=cv2.BORDER_REPLICATE)[..., None]
+    den = cv2.GaussianBlur(den, (0, 0), s, borderType=cv2.BORDER_REPLICATE)
+    if num.ndim == 3 and den.ndim == 2:
+        den = den[..., None]
     mean = num / np.maximum(den, 1e-6)
     return cv2.resize(mean, (w, h), interpolation=cv2.INTER_LINEAR).reshape(values.shape)
 
@@ -102,16 +126,17 @@ def match_illumination(
     Args:
         image, reference: ``(h, w, 3)`` float32 in [0, 1], the same frame.
         fit: ``(h, w)`` bool, pixels the model is fitted on (overlap, no vessels, no
-            reflections).
+            reflections), or ``(h, w, 3)`` bool, one set per channel (its unclipped
+            pixels).
         sigma: the window's standard deviation in pixels.
 
     Returns:
         ``(h, w, 3)`` float32, not clipped.
     """
     w = fit.astype(np.float32)
-    mi, mr = _masked_blur(image, w, sigma), _masked_blur(reference, w, sigma)
-    vi = _masked_blur(image * image, w, sigma) - mi * mi
-    vr = _masked_blur(reference * reference, w, sigma) - mr * mr
+    mi, mr = masked_blur(image, w, sigma), masked_blur(reference, w, sigma)
+    vi = masked_blur((image - mi) ** 2, w, sigma)  # around the smooth mean: a ramp
+    vr = masked_blur((reference - mr) ** 2, w, sigma)  # of light is not contrast
     floor = 1e-4
     gain = np.sqrt(np.maximum(vr, floor) / np.maximum(vi, floor))
     return ((image - mi) * np.clip(gain, 0.25, 4.0) + mr).astype(np.float32)
@@ -157,9 +182,49 @@ def align_visits(
     inside = cv2.distanceTransform(m1 & seen, cv2.DIST_L2, 3)
     overlap = inside > max(1.0, rim * diameter)
     vessels = vessel_band(small1, (h, w), band)
-    bright = (a.max(axis=2) > SATURATION) | (warped.max(axis=2) > SATURATION)
-    reflections = cv2.dilate(bright.astype(np.uint8), _disk(2)) > 0
-    fit = overlap & ~vessels & ~reflections
-    aligned = match_illumination(warped, a, fit, max(2.0, sigma * diameter))
+    window = max(2.0, sigma * diameter)
+    clipped = clipped_channels(a, warped)
+    base = overlap & ~vessels
+    fit = base[..., None] & ~clipped
+    aligned = match_illumination(warped, a, fit, window)
     aligned[~overlap] = 0.0
-    return Alignment(a, aligned, warped, overlap, vessels, reflections, f1, float(diameter))
+    support = masked_blur(fit.astype(np.float32), base.astype(np.float32), window)
+    weights = channel_weights(a, warped, clipped, support)
+    reflections = weights.sum(axis=2) == 0
+    return Alignment(a, aligned, overlap, vessels, reflections, weights, f1, float(diameter))
+
+
+def clipped_channels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` bool: the channel is above :data:`SATURATION` in either visit
+    (``(h, w, 3)`` float32 in [0, 1]), dilated by 2 px (blooming around a reflection)."""
+    top = np.maximum(a, b)
+    return cv2.dilate((top > SATURATION).astype(np.uint8), _disk(2)) > 0
+
+
+def channel_weights(
+    a: np.ndarray, b: np.ndarray, clipped: np.ndarray, support: np.ndarray | None = None
+) -> np.ndarray:
+    """How much each channel counts in the difference.
+
+    Args:
+        a, b: ``(h, w, 3)`` float32 BGR in [0, 1], the two visits in one frame.
+        clipped: :func:`clipped_channels` of them.
+        support: ``(h, w, 3)`` share of the pixels around each pixel (the illumination
+            window) where the channel is unclipped, or None (all 1). A channel clipped
+            over much of the window has a biased illumination model there.
+
+    Returns:
+        ``(h, w, 3)`` float32: :data:`LUMA_BGR` times the channel's headroom
+        (:data:`HEADROOM`) and its support (full above :data:`FULL_SUPPORT`, 0 below
+        half of it), 0 where clipped, normalised to sum 1 where the unclipped channels
+        carry at least :data:`USABLE_SHARE` of :data:`LUMA_BGR`, else all 0.
+    """
+    top = np.maximum(a, b)
+    headroom = np.clip((SATURATION - top) / HEADROOM, 0.0, 1.0)
+    if support is not None:
+        headroom = headroom * np.clip(2.0 * support / FULL_SUPPORT - 1.0, 0.0, 1.0)
+    weights = (LUMA_BGR * headroom * ~clipped).astype(np.float32)
+    usable = (LUMA_BGR * ~clipped).sum(axis=2) >= USABLE_SHARE
+    total = weights.sum(axis=2, keepdims=True)
+    weights = np.where(usable[..., None] & (total > 0), weights / np.maximum(total, 1e-6), 0.0)
+    return weights.astype(np.float32)

@@ -16,13 +16,15 @@ What is not a change, and how it is kept out:
 - blur and noise: the difference is smoothed and expressed in units of its robust
   standard deviation over the overlap; regions need a seed above ``high`` and a minimum
   area;
-- the FOV rim: the overlap is eroded; reflections: clipped pixels of either visit are
-  excluded.
+- the FOV rim: the overlap is eroded;
+- clipped channels and reflections: the difference weights each channel (B, G, R) by
+  :data:`~fundusfeat.pipeline.alignment.LUMA_BGR` and by its headroom below clipping in
+  both visits (:func:`~fundusfeat.pipeline.alignment.channel_weights`); a clipped red
+  channel, common in real cameras, only shifts the weight to green and blue, and a
+  pixel is left out only where green is clipped too.
 
 Coordinates: ``(x, y)`` baseline pixels, x right, y down, pixel centres at integers.
-The thresholds' defaults were calibrated on the training images
-(``training/splits/train.txt``) with ``fundusfeat evaluate --changes --calibrate``
-(:func:`fundusfeat.evaluation.lesions.calibrate`); see docs/guide.md "Comparing visits".
+The painted-lesion ground truth of the benchmark is :mod:`fundusfeat.evaluation.lesions`.
 """
 
 from __future__ import annotations
@@ -37,13 +39,10 @@ import cv2
 import numpy as np
 
 from fundusfeat.geometry.transforms import Transform, fit
-from fundusfeat.pipeline.alignment import Alignment, align_visits
+from fundusfeat.pipeline.alignment import Alignment, align_visits, masked_blur
 from fundusfeat.pipeline.register import RegistrationResult, register
 
 logger = logging.getLogger(__name__)
-
-LUMA_BGR = np.array([0.1, 0.6, 0.3], np.float32)
-"""Channel weights (B, G, R) of the difference: green carries most lesion contrast."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,9 @@ class ChangeParams:
         smooth: Gaussian sigma (analysis px) of the difference.
         side: long side (px) of the analysis copies.
         rim: the overlap is eroded by this fraction of the FOV diameter.
+        noise_window: the difference is measured in units of its local noise level over
+            Gaussian windows of this fraction of the FOV diameter (never below the
+            global level).
     """
 
     high: float = 6.0
@@ -71,6 +73,7 @@ class ChangeParams:
     smooth: float = 1.0
     side: int = 1536
     rim: float = 0.03
+    noise_window: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0 < self.low <= self.high:
@@ -152,6 +155,11 @@ class ComparisonResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def weighted_sum(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(h, w)`` float32 per-pixel sum of ``image``'s channels times ``weights``."""
+    return np.einsum("hwc,hwc->hw", image, weights).astype(np.float32)
+
+
 def _range_excess(a: np.ndarray, b: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """How far ``a`` lies outside the local range of ``b`` (signed, 0 inside it)."""
     lo, hi = cv2.erode(b, kernel), cv2.dilate(b, kernel)
@@ -159,17 +167,21 @@ def _range_excess(a: np.ndarray, b: np.ndarray, kernel: np.ndarray) -> np.ndarra
 
 
 def tolerant_difference(alignment: Alignment, params: ChangeParams) -> tuple[np.ndarray, float]:
-    """The signed change image in robust standard deviations, and that deviation.
+    """The signed change image in robust standard deviations, and the global deviation.
 
-    The follow-up's weighted channel sum (:data:`LUMA_BGR`) must lie outside the
-    baseline's local range *and* the baseline outside the follow-up's (same sign) for a
-    pixel to differ: a vessel edge moved by less than ``tolerance`` px differs by 0.
+    Each pixel's unit is the larger of the global robust deviation and the local one
+    (:func:`local_deviation`).
+
+    The follow-up's weighted channel sum (``alignment.weights``: green-heavy, clipped
+    channels left out) must lie outside the baseline's local range *and* the baseline
+    outside the follow-up's (same sign) for a pixel to differ: a vessel edge moved by
+    less than ``tolerance`` px differs by 0.
 
     Returns:
         ``((h, w) float32, sigma)``: 0 outside the overlap and on reflections.
     """
-    a = alignment.aligned @ LUMA_BGR
-    b = alignment.baseline @ LUMA_BGR
+    a = weighted_sum(alignment.aligned, alignment.weights)
+    b = weighted_sum(alignment.baseline, alignment.weights)
     valid = alignment.overlap & ~alignment.reflections
     k = 2 * params.tolerance + 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
@@ -180,14 +192,32 @@ def tolerant_difference(alignment: Alignment, params: ChangeParams) -> tuple[np.
     diff = diff.astype(np.float32)
     if params.smooth > 0:
         diff = cv2.GaussianBlur(diff, (0, 0), params.smooth)
-    raw = (a - b)[valid & ~alignment.vessels]
+    quiet = valid & ~alignment.vessels
+    residual = a - b
+    raw = residual[quiet]
     if raw.size == 0:
         return np.zeros_like(diff), 1.0
-    sigma = max(1.4826 * float(np.median(np.abs(raw - np.median(raw)))), 1e-3)
-    z = diff / sigma
+    centre = float(np.median(raw))
+    sigma = max(1.4826 * float(np.median(np.abs(raw - centre))), 1e-3)
+    local = local_deviation(
+        residual - centre, quiet, sigma, params.noise_window * alignment.diameter
+    )
+    z = diff / np.maximum(local, sigma)
     z[alignment.vessels] *= params.vessel_weight
     z[~valid] = 0.0
     return z, sigma
+
+
+def local_deviation(
+    residual: np.ndarray, where: np.ndarray, sigma: float, window: float
+) -> np.ndarray:
+    """``(h, w)`` local standard deviation of ``residual`` over the pixels ``where``:
+    the Gaussian-weighted (``window`` px) mean absolute residual times 1.2533 (a normal
+    law's ratio), each residual clipped at ``4 sigma`` first so that a lesion barely
+    raises its own noise level. Where a visit is darker (a dark corner, a vignette) its
+    noise is amplified by the illumination match, and the local level says so."""
+    clipped = np.minimum(np.abs(residual), 4.0 * sigma).astype(np.float32)
+    return 1.2533 * masked_blur(clipped, where.astype(np.float32), max(2.0, window))
 
 
 def find_changes(
@@ -255,7 +285,7 @@ def detect_changes(
 ) -> tuple[np.ndarray, np.ndarray, list[Change]]:
     """Changes of an :class:`Alignment`: ``(difference z, full-resolution mask, changes)``."""
     z, _ = tolerant_difference(alignment, params)
-    contrast = (alignment.aligned - alignment.baseline) @ LUMA_BGR
+    contrast = weighted_sum(alignment.aligned - alignment.baseline, alignment.weights)
     min_area = np.pi * (params.min_radius * alignment.diameter) ** 2
     labels, regions = find_changes(z, contrast, params, min_area)
     changes = [_to_change(yx, p, c, s, alignment.factors) for yx, p, c, s in regions]
