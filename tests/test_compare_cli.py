@@ -140,7 +140,9 @@ def test_cli_three_visits_one_folder_per_visit(visit_files, tmp_path, capsys):
     folder, _ = visit_files
     out = tmp_path / "series"
     base, follow = str(folder / "baseline.png"), str(folder / "followup.png")
-    code = cli.main(["compare", base, follow, follow, "--out", str(out)] + FAST)
+    again = tmp_path / "followup_again.png"  # a third visit (one file twice is refused)
+    again.write_bytes((folder / "followup.png").read_bytes())
+    code = cli.main(["compare", base, follow, str(again), "--out", str(out)] + FAST)
     assert code == 0, capsys.readouterr().err
     for sub in ("visit2", "visit3"):
         assert (out / sub / "changes.png").is_file() and (out / sub / "report.html").is_file()

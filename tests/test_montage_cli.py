@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import pytest
@@ -73,3 +74,58 @@ def test_missing_file_exit_2(tmp_path, capsys):
     code = cli.main(["montage", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out", "x"])
     assert code == 2
     assert "a.png" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_detection(monkeypatch):
+    """Fail the test if a detector is built or an image read: exit 2 must come first."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work started before the input was checked")
+
+    for module in ("montage", "compare", "register"):
+        monkeypatch.setattr(f"fundusfeat.cli.{module}.make_detector", forbidden)
+        monkeypatch.setattr(f"fundusfeat.cli.{module}.read_image_arg", forbidden)
+
+
+def _bad_outputs(tmp_path):
+    """An existing file, and a folder that cannot be created (under a read-only folder;
+    as root, which writes anywhere, under /proc)."""
+    import os
+
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    unwritable = Path("/proc/fundusfeat-out") if os.geteuid() == 0 else locked / "out"
+    return {"a file": (a_file, "existing file"), "read-only": (unwritable, "not a writable")}
+
+
+@pytest.mark.parametrize("command", ["montage", "compare", "register"])
+def test_bad_out_exit_2_before_any_work(command, field_dir, tmp_path, capsys, no_detection):
+    images = [str(field_dir / "field0.png"), str(field_dir / "field1.png")]
+    for name, (out, words) in _bad_outputs(tmp_path).items():
+        code = cli.main([command, *images, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err, (name, err)
+        assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", ["montage", "compare"])
+def test_a_repeated_path_is_named_before_any_work(
+    command, field_dir, tmp_path, capsys, no_detection
+):
+    one = field_dir / "field0.png"
+    other = field_dir / ".." / field_dir.name / "field0.png"
+    code = cli.main(
+        [command, str(one), str(field_dir / "field1.png"), str(other), "--out", str(tmp_path)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "given twice" in err and "field0.png" in err, err
+
+
+def test_a_folder_given_as_an_image_is_named_as_a_folder(field_dir, tmp_path, capsys):
+    code = cli.main(["register", str(field_dir), str(field_dir / "field0.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a folder" in err, err

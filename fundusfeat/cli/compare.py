@@ -11,8 +11,9 @@ top-level ``flicker.gif`` of all visits, ``changes.json``, ``changes.csv`` and
 pixel spacing gives areas in mm²; no patient data is written.
 
 Exit codes: 0 every comparison done; 1 a registration failed (no change map for that
-visit; the reason on stderr); 2 bad input (an unreadable file, named; a DICOM file
-without pixel data; bad arguments).
+visit; the reason on stderr); 2 bad input, before any detection (an unreadable file,
+named; a file named twice; a DICOM file without pixel data; an ``--out`` that is a file
+or not writable; bad arguments).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import cv2
 from fundusfeat.cli.options import (
     UsageError,
     add_detector_options,
+    distinct_paths,
     make_detector,
+    prepare_out_dir,
     read_image_arg,
     registration_options,
 )
@@ -179,13 +182,10 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.frame is not None and args.frame < 0:
         raise UsageError(f"--frame: expected >= 0, got {args.frame}")
     params = _params(args)
-    paths = _order(list(args.images), args.keep_order)
+    prepare_out_dir(args.out)
+    paths = _order(distinct_paths(list(args.images)), args.keep_order)
     images = [read_image_arg(p, frame=args.frame) for p in paths]
     visits = [_visit_info(p, k) for k, p in enumerate(paths, 1)]
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {str(args.out)!r}: {exc}") from exc
     detector = make_detector(args)
     if not args.quiet:
         print(f"comparing {len(paths) - 1} visit(s) with {paths[0].name}", file=sys.stderr)

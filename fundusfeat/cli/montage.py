@@ -6,7 +6,9 @@ Writes ``montage.jpg`` and ``montage.png`` (the blended montage), ``transforms.j
 on stderr.
 
 Exit codes: 0 every field placed; 1 some fields unplaced (each named on stderr with its
-reason); 2 bad input (an unreadable file, named; fewer than two images; bad arguments).
+reason); 2 bad input, before any detection (an unreadable file, named; a file named
+twice; fewer than two images; an ``--out`` that is a file or not writable; bad
+arguments).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from typing import Any
 
 import cv2
 
-from fundusfeat.cli.options import UsageError, make_detector, positive_int, read_image_arg
+from fundusfeat.cli.options import (
+    UsageError,
+    distinct_paths,
+    make_detector,
+    positive_int,
+    prepare_out_dir,
+    read_image_arg,
+)
 
 
 def add_montage_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -67,7 +76,7 @@ def _paths(args: argparse.Namespace) -> list[Path]:
     from fundusfeat.io.images import expand_image_args
 
     try:
-        paths = expand_image_args(args.images)
+        paths = distinct_paths(expand_image_args(args.images, unique=False))
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     if len(paths) < 2:
@@ -127,16 +136,13 @@ def run_montage(args: argparse.Namespace) -> int:
     from fundusfeat.pipeline.montage import montage
 
     paths = _paths(args)
+    prepare_out_dir(args.out)
     progress = _progress(args.quiet)
     images = []
     for k, path in enumerate(paths):
         images.append(read_image_arg(path))
         if progress is not None:
             progress(k + 1, len(paths), f"read {path.name}")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {str(args.out)!r}: {exc}") from exc
     detector = make_detector(args)
     try:
         result = montage(

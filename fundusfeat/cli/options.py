@@ -19,6 +19,43 @@ class UsageError(Exception):
     """A user error (bad argument, unreadable file): printed, exit code 2."""
 
 
+def prepare_out_dir(path: Path) -> Path:
+    """Create the output folder ``path`` (parents too) and check that a file can be
+    written in it: commands call this before any work, so a bad ``--out`` fails at once.
+
+    Raises:
+        UsageError: ``path`` is an existing file, cannot be created or is not writable.
+    """
+    import tempfile
+
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {str(path)!r} is an existing file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".fundusfeat-write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--out {str(path)!r} is not a writable folder: {exc.strerror or exc}"
+        ) from exc
+    return path
+
+
+def distinct_paths(paths: list[Path]) -> list[Path]:
+    """``paths`` when no file is named twice (after resolving links and ``..``).
+
+    Raises:
+        UsageError: naming the repeated file.
+    """
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise UsageError(f"the same image is given twice: {str(seen[key])!r} and {str(p)!r}")
+        seen[key] = p
+    return paths
+
+
 def positive_int(text: str) -> int:
     """An integer > 0 (argparse type)."""
     try:

@@ -21,6 +21,7 @@ from fundusfeat.cli.options import (
     UsageError,
     add_detector_options,
     make_detector,
+    prepare_out_dir,
     read_image_arg,
     registration_options,
 )
@@ -78,10 +79,6 @@ def _register(img1: np.ndarray, img2: np.ndarray, args: argparse.Namespace) -> A
 
 
 def _write_figures(figures: dict[str, np.ndarray], out: Path, prefix: str) -> list[Path]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {str(out)!r}: {exc}") from exc
     paths = []
     for name, image in figures.items():
         path = out / f"{prefix}_{name}.png"
@@ -177,6 +174,8 @@ def _register_and_report(
 
 def run_demo(args: argparse.Namespace) -> int:
     """``fundusfeat demo``: register the embedded demo pair and compare with its true H."""
+    if args.out is not None:
+        prepare_out_dir(args.out)
     img1, img2, H_true = load_demo_pair()
     title = f"fundusfeat {__version__} demo: embedded pair {img1.shape[1]}x{img1.shape[0]}"
     names = ("retina_a.jpg", "retina_b.jpg")
@@ -185,6 +184,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_register(args: argparse.Namespace) -> int:
     """``fundusfeat register A B``: register two images from disk."""
+    if args.out is not None:
+        prepare_out_dir(args.out)
     img1, img2 = read_image_arg(args.image1), read_image_arg(args.image2)
     title = f"{args.image1} -> {args.image2}"
     names = (args.image1.name, args.image2.name)

@@ -47,11 +47,13 @@ def read_image(path: str | Path, frame: int | None = None) -> np.ndarray:
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if it is empty (0 bytes), truncated or corrupt
+        ValueError: if it is a folder, empty (0 bytes), truncated or corrupt
             (:func:`integrity_problem`) or OpenCV cannot decode it (the message names the
             file).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"not an image: {path} is a folder")
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     data = path.read_bytes()
@@ -94,10 +96,11 @@ def read_image_list(path: str | Path) -> list[Path]:
     return out
 
 
-def expand_image_args(args: Iterable[str | Path]) -> list[Path]:
+def expand_image_args(args: Iterable[str | Path], unique: bool = True) -> list[Path]:
     """Expand files, directories and ``.txt`` lists into a list of image paths.
 
-    Order is kept (directories sorted by file name); duplicates are dropped.
+    Order is kept (directories sorted by file name); duplicates are dropped unless
+    ``unique`` is False.
 
     Raises:
         FileNotFoundError: for a path that does not exist.
@@ -119,7 +122,7 @@ def expand_image_args(args: Iterable[str | Path]) -> list[Path]:
             out.append(path)
         else:
             raise FileNotFoundError(f"no such image, directory or list: {path}")
-    unique = list(dict.fromkeys(p.resolve() for p in out))
-    if not unique:
+    found = list(dict.fromkeys(p.resolve() for p in out)) if unique else out
+    if not found:
         raise ValueError("no images found in: " + ", ".join(map(str, args)))
-    return unique
+    return found
