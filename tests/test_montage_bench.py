@@ -34,6 +34,8 @@ def test_rows_scored(small):
     assert mont.fields == mont.placed == 5 and len(mont.errors) >= 8
     assert max(mont.errors.values()) < 2.0  # field px at 512 px
     assert all(r.seconds > 0 for r in small.results)
+    assert mont.seam is not None and mont.seam_raw is not None  # seam step ratios measured
+    assert mont.seam < 3.0 and rows["tree"].seam is None
     assert len(small.impostors) == 1 and small.impostors[0].unplaced
     assert small.impostors[0].others_placed == 5
 

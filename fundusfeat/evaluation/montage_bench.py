@@ -21,6 +21,13 @@ the median and worst pair error, fields placed, seconds per set and the peak res
 memory of the call (``VmHWM`` after resetting it through ``/proc/self/clear_refs``;
 None where that is not possible).
 
+Seams (montage row): :func:`fundusfeat.evaluation.seams.seam_step` of the blended
+montage (the low-pass luminance step across the seams over the same statistic across
+lines inside the fields; 1 = no more visible than the fields' own shading), with the
+exposure compensation (``seam``) and, from the same transforms, without it (``seam
+without gains``); medians over the sets. The fields of a set carry independent
+photometric changes (exposure, gamma, colour, illumination gradients).
+
 Impostor test: a field of another eye (the next source photograph, seen straight on) is
 added to each source's cross set; it must be left unplaced while the others are placed.
 """
@@ -30,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +48,11 @@ from fundusfeat.evaluation.bench import rss_mib
 from fundusfeat.evaluation.fields import LAYOUTS, FieldSet, impostor_field, make_field_set
 from fundusfeat.evaluation.metrics import MAX_THRESHOLD, registration_score
 from fundusfeat.evaluation.report import markdown
+from fundusfeat.evaluation.seams import seam_step
 from fundusfeat.geometry.transforms import ProjectiveTransform, Transform
 from fundusfeat.io.arrays import resize_long_side
 from fundusfeat.io.images import read_image
+from fundusfeat.pipeline.canvas import blend
 from fundusfeat.pipeline.montage import montage
 from fundusfeat.pipeline.register import register
 
@@ -67,6 +76,8 @@ class SetResult:
         seconds: wall time of the method on the set.
         peak_mib: peak resident memory during the call (MiB), or None.
         note: what went wrong, if anything.
+        seam: the montage's seam step ratio (montage row only), or None.
+        seam_raw: the same blended without exposure compensation, or None.
     """
 
     set_name: str
@@ -77,6 +88,8 @@ class SetResult:
     seconds: float
     peak_mib: float | None
     note: str = ""
+    seam: float | None = None
+    seam_raw: float | None = None
 
 
 @dataclass(frozen=True)
@@ -207,7 +220,8 @@ def benchmark_set(
     if "montage" in methods or "tree" in methods:
         m, seconds, peak = measured(lambda: montage(fs.images, detector=detector, model=model))
         if "montage" in methods:
-            rows.append(_row(name, "montage", fs, m.transforms, seconds, peak))
+            row = _row(name, "montage", fs, m.transforms, seconds, peak)
+            rows.append(replace(row, **seam_ratios(m, fs)))
         if "tree" in methods:
             tree_s = seconds - m.timings.get("fit", 0.0)
             rows.append(_row(name, "tree", fs, m.tree_transforms, tree_s, peak))
@@ -218,6 +232,30 @@ def benchmark_set(
         (st, note), seconds, peak = measured(lambda: stitcher_transforms(fs.images))
         rows.append(_row(name, "stitcher", fs, st, seconds, peak, note))
     return rows
+
+
+def seam_ratios(m: Any, fs: FieldSet) -> dict[str, float | None]:
+    """``{"seam": ratio, "seam_raw": ratio without exposure compensation}`` of a
+    montage of ``fs`` (None where it has no seam, e.g. one field placed)."""
+    placed = [k for k, t in enumerate(m.transforms) if t is not None]
+    if len(placed) < 2 or m.image.size == 0:
+        return {"seam": None, "seam_raw": None}
+    raw, _, labels = blend(
+        [fs.images[k] for k in placed],
+        [fs.fov.mask] * len(placed),
+        [m.transforms[k] for k in placed],
+        m.size,
+        reference=placed.index(m.reference),
+        compensate=False,
+        labels=True,
+    )
+    try:
+        return {
+            "seam": seam_step(m.image, m.labels).ratio,
+            "seam_raw": seam_step(raw, labels).ratio,
+        }
+    except ValueError:
+        return {"seam": None, "seam_raw": None}
 
 
 def impostor_test(
@@ -312,7 +350,8 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 def summary_rows(bench: MontageBenchmark) -> tuple[list[str], list[list[str]]]:
     """One row per method: sets, fields placed, pairs, AUC (0..25 px), median and worst
-    pair error, median seconds per set, the ratio to the star's total time, peak MiB."""
+    pair error, median seconds per set, the ratio to the star's total time, peak MiB and
+    the montage's median seam step ratios with and without exposure compensation."""
     head = [
         "method",
         "sets",
@@ -324,6 +363,8 @@ def summary_rows(bench: MontageBenchmark) -> tuple[list[str], list[list[str]]]:
         "s/set",
         "time / star",
         "peak MiB",
+        "seam step",
+        "seam step, no gains",
     ]
     by_method: dict[str, list[SetResult]] = {}
     for r in bench.results:
@@ -349,9 +390,16 @@ def summary_rows(bench: MontageBenchmark) -> tuple[list[str], list[list[str]]]:
                 f"{float(np.median([r.seconds for r in rs])):.1f}",
                 f"{seconds / star_time:.2f}" if star_time > 0 else "-",
                 f"{max(peaks):.0f}" if peaks else "-",
+                _median([r.seam for r in rs]),
+                _median([r.seam_raw for r in rs]),
             ]
         )
     return head, rows
+
+
+def _median(values: list[float | None]) -> str:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return f"{float(np.median(kept)):.2f}" if kept else "-"
 
 
 def markdown_report(bench: MontageBenchmark) -> str:
@@ -403,6 +451,8 @@ def to_json(bench: MontageBenchmark) -> dict[str, Any]:
                 "seconds": r.seconds,
                 "peak_mib": r.peak_mib,
                 "note": r.note,
+                "seam": r.seam,
+                "seam_raw": r.seam_raw,
             }
             for r in bench.results
         ],

@@ -107,6 +107,9 @@ class MontageResult:
         tree_transforms: one per input: the spanning-tree start (pairwise homographies
             composed along the tree, field px -> montage px) before the joint fit, or None
             (not in :meth:`to_dict`).
+        labels: ``(H, W)`` int32, the input index of the field each montage pixel comes
+            from (the seams), -1 outside; ``(0, 0)`` without blending (not in
+            :meth:`to_dict`).
     """
 
     transforms: list[Transform | None]
@@ -119,6 +122,7 @@ class MontageResult:
     model: str = "homography"
     timings: dict[str, float] = field(default_factory=dict)
     tree_transforms: list[Transform | None] = field(default_factory=list)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
 
     @property
     def placed(self) -> list[bool]:
@@ -407,15 +411,18 @@ def montage(
 
     t0 = time.perf_counter()
     if blend_fields:
-        image, mask = blend(
+        image, mask, local = blend(
             [imgs[k] for k in order],
             [fovs[k] for k in order],
             [to_canvas[k] for k in order],
             size,
             reference=order.index(ref),
+            labels=True,
         )
+        labels = np.where(local >= 0, np.asarray(order, np.int32)[np.maximum(local, 0)], -1)
     else:
         image, mask = np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), bool)
+        labels = np.zeros((0, 0), np.int32)
     timings["blend"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     medges = [
@@ -431,5 +438,15 @@ def montage(
         for k, e in enumerate(edges)
     ]
     return MontageResult(
-        transforms, reasons, image, mask, ref, medges, size, field_model, timings, tree_transforms
+        transforms,
+        reasons,
+        image,
+        mask,
+        ref,
+        medges,
+        size,
+        field_model,
+        timings,
+        tree_transforms,
+        labels.astype(np.int32),
     )
