@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from fundusfeat.cli.options import positive_int, positive_int_list
-from fundusfeat.evaluation import bench, impostors, montage_bench, peers, plot, presets, report
+from fundusfeat.evaluation import (
+    bench,
+    changes_bench,
+    impostors,
+    montage_bench,
+    peers,
+    plot,
+    presets,
+    report,
+)
 from fundusfeat.evaluation.fire import load_fire
 from fundusfeat.evaluation.pipeline import pipeline_table, time_pipelines
 from fundusfeat.evaluation.runner import oracle_results, run_evaluation
@@ -30,6 +39,7 @@ from fundusfeat.pipeline.register import DEFAULT_METHOD, TRANSFORM_MODELS
 
 DEFAULT_METHODS = "sift-clahe,r2d2fundus"
 DEFAULT_BENCH_METHODS = "sift,sift-clahe,r2d2fundus"
+PAIRS_DEFAULT = 36
 
 
 def _error(command: str, message: object) -> int:
@@ -97,6 +107,26 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "training images; none: the embedded demo photograph): montage, spanning tree, star "
         "of pairwise registrations and OpenCV's Stitcher, every overlapping field pair scored",
     )
+    source.add_argument(
+        "--changes",
+        nargs="*",
+        metavar="IMAGES",
+        help="comparison of visits: eye-model longitudinal pairs with painted lesions and "
+        "their controls, rendered from these photographs (never training images, except "
+        "with --calibrate; none: the embedded demo photograph): lesions found by kind and "
+        "size, false alarms, clipped-red variants, fundusfeat and a plain difference",
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="--changes: choose high, low and min_radius on a grid instead (training "
+        "images only: training/splits/train.txt)",
+    )
+    p.add_argument(
+        "--variants",
+        default=",".join(changes_bench.VARIANTS),
+        help=f"--changes: comma-separated variants (default {','.join(changes_bench.VARIANTS)})",
+    )
     p.add_argument(
         "--layouts",
         default=",".join(montage_bench.LAYOUTS),
@@ -121,7 +151,13 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="synthetic pairs: homography presets easy/hard, eye-model presets eye/eye-hard "
         "(default hard)",
     )
-    p.add_argument("--pairs", type=positive_int, default=36, help="synthetic pairs")
+    p.add_argument(
+        "--pairs",
+        type=positive_int,
+        default=PAIRS_DEFAULT,
+        help=f"synthetic pairs (default {PAIRS_DEFAULT}; --changes: "
+        f"{changes_bench.DEFAULT_PAIRS} lesion pairs and as many controls)",
+    )
     p.add_argument("--seed", type=int, default=0, help="synthetic benchmark seed")
     p.add_argument(
         "--methods",
@@ -183,6 +219,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
             return _run_impostors(args, names, methods)
         if args.montage is not None:
             return _run_montage(args)
+        if args.changes is not None:
+            return _run_changes(args)
         pairs, meta = _evaluation_pairs(args)
     except (FileNotFoundError, ValueError) as exc:
         return _error("evaluate", exc)
@@ -232,6 +270,44 @@ def _run_montage(args: argparse.Namespace) -> int:
         _write_outputs(args.out, "montage", data, text)
         if args.figure:
             _montage_figures(paths[0], layouts[0], args, detector)
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0
+
+
+def _run_changes(args: argparse.Namespace) -> int:
+    """``fundusfeat evaluate --changes IMAGES [--calibrate]``: the comparison benchmark."""
+    from fundusfeat.features.feature2d import R2D2Fundus
+
+    paths = benchmark_images(args.changes)
+    variants = [v for v in args.variants.split(",") if v]
+    methods = changes_bench.grid_params() if args.calibrate else changes_bench.default_methods()
+    pairs = args.pairs if args.pairs != PAIRS_DEFAULT else changes_bench.DEFAULT_PAIRS
+    result = changes_bench.run_changes_benchmark(
+        paths,
+        num_pairs=pairs,
+        seed=args.seed,
+        variants=variants,
+        methods=methods,
+        detector=R2D2Fundus.create(device=args.device),
+        progress=ProgressLine(not args.quiet),
+    )
+    result.meta.update(images=[str(p) for p in paths], command=" ".join(sys.argv), **machine_info())
+    data = changes_bench.to_json(result)
+    if args.calibrate:
+        best, rows = changes_bench.calibrate(result, methods)
+        head = [
+            "parameters",
+            "worst recall",
+            "worst false share",
+            "worst regions/control",
+            "within bounds",
+        ]
+        text = report.markdown(head, rows) + f"\n\nChosen: {best or 'none within the bounds'}"
+        data["calibration"] = {"chosen": best, "rows": rows}
+    else:
+        text = changes_bench.markdown_report(result)
+    if args.out is not None:
+        _write_outputs(args.out, "calibration" if args.calibrate else "changes", data, text)
     print(json.dumps(data, indent=2) if args.json else text)
     return 0
 

@@ -62,7 +62,7 @@ class ChangeParams:
         rim: the overlap is eroded by this fraction of the FOV diameter.
         noise_window: the difference is measured in units of its local noise level over
             Gaussian windows of this fraction of the FOV diameter (never below the
-            global level).
+            global level); 0: the global level only.
     """
 
     high: float = 6.0
@@ -78,8 +78,8 @@ class ChangeParams:
     def __post_init__(self) -> None:
         if not 0 < self.low <= self.high:
             raise ValueError(f"low, high: expected 0 < low <= high, got {self.low}, {self.high}")
-        if self.min_radius < 0 or self.tolerance < 0 or self.smooth < 0 or self.rim < 0:
-            raise ValueError("min_radius, tolerance, smooth and rim must be >= 0")
+        if min(self.min_radius, self.tolerance, self.smooth, self.rim, self.noise_window) < 0:
+            raise ValueError("min_radius, tolerance, smooth, rim and noise_window must be >= 0")
         if not 0 <= self.vessel_weight <= 1:
             raise ValueError(f"vessel_weight: expected in [0, 1], got {self.vessel_weight}")
         if self.side < 64:
@@ -199,10 +199,11 @@ def tolerant_difference(alignment: Alignment, params: ChangeParams) -> tuple[np.
         return np.zeros_like(diff), 1.0
     centre = float(np.median(raw))
     sigma = max(1.4826 * float(np.median(np.abs(raw - centre))), 1e-3)
-    local = local_deviation(
-        residual - centre, quiet, sigma, params.noise_window * alignment.diameter
-    )
-    z = diff / np.maximum(local, sigma)
+    if params.noise_window > 0:
+        window = params.noise_window * alignment.diameter
+        z = diff / np.maximum(local_deviation(residual - centre, quiet, sigma, window), sigma)
+    else:
+        z = diff / sigma
     z[alignment.vessels] *= params.vessel_weight
     z[~valid] = 0.0
     return z, sigma
@@ -280,17 +281,34 @@ def _to_change(
     )
 
 
-def detect_changes(
-    alignment: Alignment, params: ChangeParams, full_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, list[Change]]:
-    """Changes of an :class:`Alignment`: ``(difference z, full-resolution mask, changes)``."""
+def difference_maps(alignment: Alignment, params: ChangeParams) -> tuple[np.ndarray, np.ndarray]:
+    """``(z, contrast)``: the tolerant difference in noise units
+    (:func:`tolerant_difference`) and the signed weighted difference in intensity units,
+    both ``(h, w)`` float32 at the analysis resolution. They do not depend on ``high``,
+    ``low`` or ``min_radius``."""
     z, _ = tolerant_difference(alignment, params)
     contrast = weighted_sum(alignment.aligned - alignment.baseline, alignment.weights)
+    return z, contrast
+
+
+def changes_from_maps(
+    z: np.ndarray, contrast: np.ndarray, alignment: Alignment, params: ChangeParams
+) -> tuple[np.ndarray, list[Change]]:
+    """``(labels, changes)``: :func:`find_changes` regions of :func:`difference_maps`,
+    as :class:`Change` in baseline px, strongest first."""
     min_area = np.pi * (params.min_radius * alignment.diameter) ** 2
     labels, regions = find_changes(z, contrast, params, min_area)
     changes = [_to_change(yx, p, c, s, alignment.factors) for yx, p, c, s in regions]
     order = np.argsort([-c.score for c in changes], kind="stable")
-    changes = [changes[i] for i in order]
+    return labels, [changes[i] for i in order]
+
+
+def detect_changes(
+    alignment: Alignment, params: ChangeParams, full_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, list[Change]]:
+    """Changes of an :class:`Alignment`: ``(difference z, full-resolution mask, changes)``."""
+    z, contrast = difference_maps(alignment, params)
+    labels, changes = changes_from_maps(z, contrast, alignment, params)
     h, w = full_shape
     mask = cv2.resize((labels > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     return z, mask.astype(bool), changes
