@@ -70,7 +70,7 @@ from fundusfeat.pipeline.register import (
     ImageFeatures,
     Options,
     RegistrationResult,
-    _default_matcher,
+    default_matcher,
     image_features,
     register_features,
 )
@@ -299,7 +299,7 @@ def register_pair(job: Job, key1: str, key2: str) -> tuple[RegistrationResult | 
             _worker_lru = _FeatureLRU(job.cache)
         f1, f2 = _worker_lru.get(key1), _worker_lru.get(key2)
         start = time.perf_counter()
-        matcher = _default_matcher(job.detector)
+        matcher = default_matcher(job.detector)
         result = register_features(f1, f2, matcher, job.options, {"detect": 0.0})
         result.timings["total"] = time.perf_counter() - start
         return result, ""

@@ -32,15 +32,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
+from fundusfeat.features.feature2d import R2D2Fundus
 from fundusfeat.geometry.transforms import Transform, fit
 from fundusfeat.pipeline.alignment import Alignment, align_visits, masked_blur
-from fundusfeat.pipeline.register import RegistrationResult, register
+from fundusfeat.pipeline.register import (
+    Options,
+    RegistrationResult,
+    check_detector,
+    check_matcher,
+    default_matcher,
+    image_features,
+    register,
+    register_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -423,18 +433,23 @@ def compare_series(
     *,
     params: ChangeParams | None = None,
     detector: Any = None,
+    matcher: Any = None,
     **register_kwargs: Any,
 ) -> list[ComparisonResult]:
     """Compare every later visit with the first (the baseline).
 
-    Each visit is registered to the baseline; when that fails it is registered to the
-    previous visit and the two transforms are chained (the previous visit must have been
-    placed). Order the visits by date first (:func:`fundusfeat.io.dicom.visit_order` for
-    DICOM files).
+    Every visit is detected once (in one batch). Each later visit is registered to the
+    baseline from those features; when that fails it is registered to the previous
+    visit and the two transforms are chained (the previous visit must have been placed):
+    see :func:`through_previous` for what the chained registration carries. Order the
+    visits by date first (:func:`fundusfeat.io.dicom.visit_order` for DICOM files).
 
     Args:
         images: two or more visits, the baseline first.
-        params, detector, register_kwargs: as :func:`compare`.
+        params: as :func:`compare`.
+        detector, matcher: as :func:`~fundusfeat.pipeline.register.register`.
+        register_kwargs: further :func:`~fundusfeat.pipeline.register.register` options
+            (``method``, ``model``, ``threshold``, ...).
 
     Returns:
         One :class:`ComparisonResult` per later visit (``len(images) - 1``).
@@ -442,47 +457,103 @@ def compare_series(
     if isinstance(images, np.ndarray) or len(images) < 2:
         raise ValueError("images: expected a sequence of two or more visits")
     params = params if params is not None else ChangeParams()
-    if detector is None:
-        from fundusfeat.features.feature2d import R2D2Fundus
-
-        detector = R2D2Fundus.create()
+    if not isinstance(params, ChangeParams):
+        raise TypeError(f"params: expected ChangeParams, got {type(params).__name__}")
+    try:
+        options = Options(**register_kwargs)
+    except TypeError as exc:
+        raise TypeError(f"register_kwargs: {exc}") from exc
+    detector = check_detector(detector if detector is not None else R2D2Fundus.create())
+    matcher = check_matcher(matcher) or default_matcher(detector)
+    t0 = time.perf_counter()
+    feats = image_features(detector, list(images), [None] * len(images))
+    detect = 2.0 * (time.perf_counter() - t0) / len(images)  # a pair's share
     base = images[0]
     results: list[ComparisonResult] = []
     for k in range(1, len(images)):
-        res = compare(base, images[k], params=params, detector=detector, **register_kwargs)
+        reg = _registered(feats[0], feats[k], matcher, options, detect)
         prev = results[-1] if results else None
-        if not res.success and prev is not None and prev.success:
-            res = (
-                _via_previous(
-                    base, images[k - 1], images[k], prev, params, detector, register_kwargs
+        if not reg.success and prev is not None and prev.success:
+            step = _registered(feats[k - 1], feats[k], matcher, options, detect)
+            if step.success and step.transform is not None:
+                chained = through_previous(
+                    prev.registration, step, np.asarray(base).shape[:2], options
                 )
-                or res
-            )
-        results.append(res)
+                reg = chained if chained is not None else reg
+        results.append(compare(base, images[k], registration=reg, params=params))
     return results
 
 
-def _via_previous(
-    base: np.ndarray,
-    previous: np.ndarray,
-    image: np.ndarray,
-    prev: ComparisonResult,
-    params: ChangeParams,
-    detector: Any,
-    register_kwargs: dict[str, Any],
-) -> ComparisonResult | None:
-    """The comparison of ``image`` with the baseline through the previous visit."""
-    step = register(previous, image, detector, **register_kwargs)
-    if not step.success or step.transform is None:
-        return None
-    chained = chain(prev.registration.transform, step.transform, np.asarray(base).shape[:2])
+def _registered(f1, f2, matcher, options: Options, detect: float) -> RegistrationResult:
+    t0 = time.perf_counter()
+    res = register_features(f1, f2, matcher, options, {"detect": detect})
+    res.timings["total"] = detect + time.perf_counter() - t0
+    return res
+
+
+def through_previous(
+    first: RegistrationResult,
+    step: RegistrationResult,
+    shape: tuple[int, int],
+    options: Options | None = None,
+) -> RegistrationResult | None:
+    """A registration of the baseline to a visit through the previous visit.
+
+    Args:
+        first: baseline -> previous visit (succeeded).
+        step: previous visit -> this visit (succeeded), from the same features of the
+            previous visit as ``first``.
+        shape: ``(H, W)`` of the baseline.
+        options: the registration settings (inlier threshold, confidence threshold).
+
+    Returns:
+        The chained registration, or None when the transforms do not compose. Its
+        evidence is its own: ``keypoints1`` are the baseline's, ``keypoints2`` the
+        visit's, ``matches`` the inlier matches of ``first`` and ``step`` that meet at
+        the same keypoint of the previous visit, ``inliers`` those the chained transform
+        explains within the inlier threshold; ``confidence`` is the product of the two
+        (both must be right) and ``success`` compares it with the threshold; ``evidence``
+        is None (no verification of its own); ``reason`` says it went through the
+        previous visit.
+    """
+    options = options if options is not None else Options()
+    chained = chain(first.transform, step.transform, shape)
     if chained is None:
         return None
-    reg = replace(
-        step,
-        H=chained.homography(),
-        transform=chained,
-        confidence=min(step.confidence, prev.registration.confidence),
-        reason="ok (through the previous visit)",
+    to_prev = {
+        m.trainIdx: m.queryIdx
+        for m, ok in zip(first.matches, first.inliers[:, 0], strict=True)
+        if ok
+    }
+    matches = [
+        cv2.DMatch(to_prev[m.queryIdx], m.trainIdx, m.distance)
+        for m, ok in zip(step.matches, step.inliers[:, 0], strict=True)
+        if ok and m.queryIdx in to_prev
+    ]
+    p1 = np.array([first.keypoints1[m.queryIdx].pt for m in matches], np.float64).reshape(-1, 2)
+    p2 = np.array([step.keypoints2[m.trainIdx].pt for m in matches], np.float64).reshape(-1, 2)
+    residual = np.linalg.norm(chained.apply(p1) - p2, axis=1) if len(p1) else np.zeros(0)
+    inliers = (residual <= options.ransac_threshold).astype(np.uint8).reshape(-1, 1)
+    confidence = float(first.confidence * step.confidence)
+    success = confidence >= options.threshold and int(inliers.sum()) >= options.min_inliers
+    reason = (
+        "ok (through the previous visit)"
+        if success
+        else (
+            f"through the previous visit: confidence {confidence:.3f}, "
+            f"{int(inliers.sum())} chained inliers"
+        )
     )
-    return compare_aligned(base, image, reg, params, {"register": step.timings.get("total", 0)})
+    return RegistrationResult(
+        H=chained.homography(),
+        success=success,
+        reason=reason,
+        keypoints1=first.keypoints1,
+        keypoints2=step.keypoints2,
+        matches=matches,
+        inliers=inliers,
+        timings={"total": float(step.timings.get("total", 0.0))},
+        transform=chained,
+        confidence=confidence,
+        evidence=None,
+    )

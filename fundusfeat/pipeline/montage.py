@@ -51,9 +51,9 @@ from fundusfeat.pipeline.field_graph import (
 from fundusfeat.pipeline.register import (
     Options,
     RegistrationResult,
-    _check_detector,
-    _check_matcher,
-    _default_matcher,
+    check_detector,
+    check_matcher,
+    default_matcher,
     image_features,
 )
 
@@ -369,8 +369,8 @@ def montage(
     ):
         raise ValueError(f"reference must be a field index in [0, {n}), got {reference!r}")
     opts = Options() if threshold is None else Options(threshold=threshold)
-    detector = _check_detector(detector if detector is not None else R2D2Fundus.create())
-    matcher = _check_matcher(matcher) or _default_matcher(detector)
+    detector = check_detector(detector if detector is not None else R2D2Fundus.create())
+    matcher = check_matcher(matcher) or default_matcher(detector)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()

@@ -215,20 +215,23 @@ class Options:
 
 
 # ------------------------------------------------------------------------------ inputs
-def _check_detector(detector: Any) -> Any:
+def check_detector(detector: Any) -> Any:
+    """``detector`` when it is a ``cv2.Feature2D``-like object, else a TypeError."""
     for method in ("detectAndCompute", "defaultNorm"):
         if not callable(getattr(detector, method, None)):
             raise TypeError(f"detector must be a cv2.Feature2D-like object with {method}()")
     return detector
 
 
-def _check_matcher(matcher: Any) -> Any:
+def check_matcher(matcher: Any) -> Any:
+    """``matcher`` (or None) when it has ``match()``, else a TypeError."""
     if matcher is not None and not callable(getattr(matcher, "match", None)):
         raise TypeError("matcher must have a match(descriptors1, descriptors2) method")
     return matcher
 
 
-def _default_matcher(detector: Any) -> Any:
+def default_matcher(detector: Any) -> Any:
+    """Cross-checked brute force for binary descriptors, else :class:`FundusMatcher`."""
     if detector.defaultNorm() in _HAMMING_NORMS:
         return cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
     return FundusMatcher.create(crossCheck=True)
@@ -498,8 +501,8 @@ def register(
     options = Options(
         ransac_threshold, method, min_inliers, seed, model, threshold, global_keypoints
     )
-    detector = _check_detector(detector if detector is not None else R2D2Fundus.create())
-    matcher = _check_matcher(matcher) or _default_matcher(detector)
+    detector = check_detector(detector if detector is not None else R2D2Fundus.create())
+    matcher = check_matcher(matcher) or default_matcher(detector)
     t0 = time.perf_counter()
     f1, f2 = image_features(detector, (img1, img2), (mask1, mask2))
     result = register_features(f1, f2, matcher, options, {"detect": time.perf_counter() - t0})
@@ -531,8 +534,8 @@ def register_many(
     ):
         raise TypeError("pairs must be a sequence of (img1, img2) tuples")
     opts = Options(**options)
-    detector = _check_detector(detector if detector is not None else R2D2Fundus.create())
-    matcher = _check_matcher(matcher) or _default_matcher(detector)
+    detector = check_detector(detector if detector is not None else R2D2Fundus.create())
+    matcher = check_matcher(matcher) or default_matcher(detector)
     results = []
     for img1, img2 in pairs:
         t_start = time.perf_counter()
