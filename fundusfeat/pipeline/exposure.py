@@ -40,7 +40,7 @@ SMOOTHNESS = 0.5
 RIDGE = 0.005
 """Weight of the rows that pull every node towards gain 1."""
 
-SAMPLES_PER_PAIR = 3000
+SAMPLES_PER_PAIR = 1000
 """At most this many overlap pixels per pair of fields and channel (evenly subsampled)."""
 
 MIN_SAMPLES = 50
@@ -51,6 +51,9 @@ PAIR_WEIGHT = 1000.0
 
 LOSS_SCALE = 0.05
 """``f_scale`` of the ``soft_l1`` loss (log intensity: about 5 %)."""
+
+MAX_ITERATIONS = 15
+"""Robust (``soft_l1``) iterations after the plain least-squares start."""
 
 LOW_PASS = 2.0
 """Gaussian sigma (reduced-copy px) of the copies compared in the overlaps."""
@@ -160,14 +163,17 @@ def fit_gains(
     keep = np.ones(n * per_field, bool)
     keep[reference * per_field : (reference + 1) * per_field] = False
     a = a[:, keep]
+    normal = (a.T @ a).toarray()  # the least-squares start: small and dense
+    start = np.linalg.lstsq(normal, a.T @ b, rcond=None)[0]
     fit = least_squares(
         lambda t: a @ t - b,
-        np.zeros(a.shape[1]),
+        start,
         jac=lambda t: a,
         loss="soft_l1",
         f_scale=LOSS_SCALE,
         method="trf",
         tr_solver="lsmr",
+        max_nfev=MAX_ITERATIONS,
     )
     theta = np.zeros(n * per_field)
     theta[keep] = fit.x
