@@ -15,8 +15,8 @@ Lesions (sizes as fractions of the FOV diameter ``D``; 0.004 D is about 6 px on 
   soft profile).
 
 Each lesion is a soft-edged disc (alpha from a blurred disc) blended into the image.
-Positions lie inside the FOV, at least 0.08 D from its rim, inside the part of the retina
-camera 2 sees, and apart from each other.
+Positions lie inside the FOV, at least 0.08 D from its rim and from the image border,
+inside the part of the retina camera 2 sees, and apart from each other.
 
 :func:`clip_channel` makes the variants of real cameras: a channel multiplied by a gain
 and clipped (red x 1.6 saturates most of the retina, as many fundus cameras do).
@@ -141,6 +141,9 @@ def place_lesions(
     k = max(1, int(round(_RIM * d)))
     inner = cv2.erode(fov.mask.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8))
     region = (inner > 0) & seen
+    m = int(np.ceil(_RIM * d))  # a FOV clipped by the frame: keep lesions inside it too
+    region[:m] = region[-m:] = False
+    region[:, :m] = region[:, -m:] = False
     ys, xs = np.nonzero(region)
     if not len(xs):
         raise ValueError("no room for lesions: the visits hardly overlap")
