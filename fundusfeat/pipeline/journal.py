@@ -64,9 +64,18 @@ def differences(old: dict, new: dict) -> list[str]:
     ]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``;
+    the file gets the mode a new file gets under the user's umask (not mkstemp's 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -137,6 +146,8 @@ class Journal:
             )
         if restart:
             data = b""
+            if path.is_file() and path.stat().st_size:
+                _write_atomic(path, data)  # emptied before the new settings are recorded
         elif data and not data.endswith(b"\n"):
             cut = data.rfind(b"\n") + 1
             logger.warning(
