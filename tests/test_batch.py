@@ -171,7 +171,7 @@ def test_bad_rows_are_failed_rows_and_the_run_goes_on(tmp_path, cohort, small_de
     rows = list(_rows(out).values())
     assert len(rows) == 4 and summary.registered == 4
     reasons = [r["reason"] for r in rows if r["success"] == "False"]
-    assert any("image not found" in r for r in reasons)
+    assert any(r == f"cannot use image {tmp_path / 'missing.jpg'}: no such file" for r in reasons)
     assert any("truncated" in r for r in reasons)
     assert any("malformed row" in r for r in reasons)
     registered = [r for r in rows if r["success"] == "True"]
@@ -200,6 +200,18 @@ def test_malformed_header_and_unwritable_out_exit_2(tmp_path, cohort, capsys):
     assert code == 2 and "cannot write" in capsys.readouterr().err
 
 
+def test_empty_table_and_folder_out_exit_2_with_a_word(tmp_path, cohort, capsys):
+    table = tmp_path / "pairs.csv"
+    table.write_text("image1,image2\n")
+    assert cli.main(["register-batch", str(table), "--out", str(tmp_path / "o.csv")]) == 2
+    assert "no pairs" in capsys.readouterr().err
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert cli.main(["register-batch", str(cohort), "--out", str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert list(tmp_path.glob("*.json")) == []  # no sidecar left beside it
+
+
 def test_cli_summary_and_figures(tmp_path, cohort, capsys):
     out, figures = tmp_path / "o.csv", tmp_path / "fig"
     argv = ["register-batch", str(cohort), "--out", str(out), "--figures", str(figures)]
@@ -208,3 +220,6 @@ def test_cli_summary_and_figures(tmp_path, cohort, capsys):
     text = capsys.readouterr().out
     assert "pairs: 6" in text and "images: 6 detected" in text and "pairs/s" in text
     assert len(list(figures.glob("*_overlay.png"))) >= 5
+    done = sum(r["success"] == "True" for r in csv.DictReader(out.open()))
+    assert cli.main(argv) == 0  # a resume counts the successes already written
+    assert f"succeeded: {done} of 6 written (0 of them now)" in capsys.readouterr().out

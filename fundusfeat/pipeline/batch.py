@@ -174,6 +174,8 @@ def read_pairs(source: str | Path) -> list[Pair]:
     if source.is_dir():
         images = {p.stem: p for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
         stems = [s for s in sorted(images) if s.endswith("_1") and s[:-2] + "_2" in images]
+        if not stems:
+            raise BatchInputError(f"{source}: no <name>_1 / <name>_2 image pairs in this folder")
         return [
             Pair(
                 images[s].name,
@@ -211,6 +213,8 @@ def read_pairs(source: str | Path) -> list[Pair]:
         raise BatchInputError(f"{source}: not a UTF-8 CSV table ({err})") from err
     except csv.Error as err:
         raise BatchInputError(f"{source}: not a CSV table ({err})") from err
+    if not out:
+        raise BatchInputError(f"{source}: no pairs (a header and no rows)")
     return out
 
 
@@ -250,7 +254,7 @@ def detect_image(job: Job, path: Path) -> tuple[str, str, str, str]:
     """
     try:
         if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
+            raise FileNotFoundError(f"{path}: {'a folder' if path.is_dir() else 'no such file'}")
         key = cache_key(path, job.detector_hash)
         if load_entry(job.cache, key) is not None:
             return key, "cached", "", ""
@@ -358,6 +362,7 @@ class BatchSummary:
         skipped: rows that already were in the output (resumed).
         registered: rows written in this run.
         successes: of those, how many succeeded.
+        skipped_successes: of the rows already there, how many succeeded.
         failures: failure reasons (the part before any ``:`` or number) and counts.
         duplicates: rows whose two images (by content) an earlier row has (registered
             once, written for each row).
@@ -377,6 +382,7 @@ class BatchSummary:
     images_detected: int = 0
     images_cached: int = 0
     seconds: float = 0.0
+    skipped_successes: int = 0
 
     @property
     def pairs_per_second(self) -> float:
@@ -386,7 +392,8 @@ class BatchSummary:
         dup = f", {self.duplicates} duplicate rows" if self.duplicates else ""
         out = [
             f"pairs: {self.pairs} ({self.skipped} already done, {self.registered} registered "
-            f"now, {self.successes} succeeded{dup})",
+            f"now{dup}); succeeded: {self.skipped_successes + self.successes} of "
+            f"{self.skipped + self.registered} written ({self.successes} of them now)",
             f"images: {self.images_detected} detected, {self.images_cached} from the cache",
             f"time: {self.seconds:.1f} s ({self.pairs_per_second:.2f} pairs/s)",
         ]
@@ -474,6 +481,10 @@ def register_dataset(
         raise TypeError("detector must be an R2D2Fundus (its features are cached)")
     options = options or Options()
     out = Path(out)
+    if out.is_dir():
+        raise BatchInputError(
+            f"--out {out} is a folder: name the results file, e.g. {out / 'results.csv'}"
+        )
     locks: list[RunLock] = []
     temporary = None
     try:
@@ -503,7 +514,11 @@ def register_dataset(
         try:
             done = _done_indices(journal.rows, table, out)
             todo = [p for p in table if p.index not in done]
-            summary = BatchSummary(pairs=len(table), skipped=len(table) - len(todo))
+            summary = BatchSummary(
+                pairs=len(table),
+                skipped=len(table) - len(todo),
+                skipped_successes=sum(r.get("success") == "True" for r in journal.rows),
+            )
             job = Job(detector, options, cache_dir, detector_digest(detector))
             try:
                 executor = make_executor(job, workers, dask)
