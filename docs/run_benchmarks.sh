@@ -56,3 +56,13 @@ python examples/matcher_speed.py --n 5000 --threads 2 > results/matcher.txt
 # the verification across presets and impostors
 python examples/verification_summary.py --method r2d2fundus --impostors results/impostors \
   --true results/easy results/hard-magsac results/eye results/eye-hard > results/verification.md
+
+# montage: synthetic 5- and 7-field sets of the held-out images (montage, tree, star,
+# Stitcher; seam step with and without exposure compensation; impostor fields)
+fundusfeat evaluate --montage "${HELD_OUT[@]}" --quiet --out results/montage --figure
+
+# comparison of visits: the thresholds chosen on training images, then the benchmark on
+# the held-out images (painted lesions, controls, red clipped; plain-difference baseline)
+fundusfeat evaluate --changes training/splits/train.txt --calibrate --pairs 20 --quiet \
+  --out results/changes-calibration
+fundusfeat evaluate --changes "${HELD_OUT[@]}" --pairs 30 --quiet --out results/changes

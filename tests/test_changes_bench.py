@@ -15,6 +15,7 @@ from fundusfeat.pipeline.changes import ChangeParams
 from .conftest import PACKAGE_DATA
 
 SOURCE = PACKAGE_DATA / "retina_a.jpg"
+VARIANTS = ("as-taken", "red-clipped")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def small(detector):
     methods = changes_bench.default_methods()
     methods["strict"] = replace(ChangeParams(), high=50.0, low=40.0)  # finds nothing
     return changes_bench.run_changes_benchmark(
-        [SOURCE], num_pairs=1, methods=methods, detector=detector
+        [SOURCE], num_pairs=1, methods=methods, detector=detector, variants=VARIANTS
     )
 
 
@@ -54,6 +55,21 @@ def test_calibration_prefers_recall_within_bounds(small):
     best, rows = changes_bench.calibrate(small, grid)
     assert len(rows) == 2 and best == "fundusfeat"
     assert len(changes_bench.grid_params()) >= 20
+
+
+def test_variants_change_the_visits_as_named(retina):
+    a, b = retina, retina.copy()
+    for name, make in changes_bench.VARIANTS.items():
+        va, vb = make(a, b)
+        assert va.shape == a.shape and vb.shape == b.shape and va.dtype == vb.dtype == a.dtype
+        if name == "as-taken":
+            assert va is a and vb is b
+        elif name == "red-clipped":
+            assert (va[..., 2] >= a[..., 2]).all() and (va[..., :2] == a[..., :2]).all()
+        else:
+            assert va is a and not (vb == b).all()
+            brighter = vb.astype(int).sum() > b.astype(int).sum()
+            assert brighter == (name == "halo")
 
 
 def test_cli_bad_variant_exits_2(capsys):

@@ -40,6 +40,8 @@ from fundusfeat.cli.options import (
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``fundusfeat compare``."""
+    from fundusfeat.pipeline.changes import ChangeParams
+
     p = subparsers.add_parser(
         "compare",
         help="what changed between visits (change map, flicker, HTML viewer; DICOM)",
@@ -57,8 +59,13 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="keep the order given (default: DICOM files by acquisition date)",
     )
-    p.add_argument("--high", type=float, help="seed threshold (robust std devs; default 6)")
-    p.add_argument("--low", type=float, help="region threshold (robust std devs; default 3.5)")
+    defaults = ChangeParams()
+    p.add_argument(
+        "--high", type=float, help=f"seed threshold (noise std devs; default {defaults.high:g})"
+    )
+    p.add_argument(
+        "--low", type=float, help=f"region threshold (noise std devs; default {defaults.low:g})"
+    )
     add_detector_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run_compare)

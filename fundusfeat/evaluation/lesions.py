@@ -16,7 +16,7 @@ Lesions (sizes as fractions of the FOV diameter ``D``; 0.004 D is about 6 px on 
 
 Each lesion is a soft-edged disc (alpha from a blurred disc) blended into the image.
 Positions lie inside the FOV, at least 0.08 D from its rim and from the image border,
-inside the part of the retina camera 2 sees, and apart from each other.
+where camera 2 sees them at least 0.08 D inside its own rim, and apart from each other.
 
 :func:`clip_channel` makes the variants of real cameras: a channel multiplied by a gain
 and clipped (red x 1.6 saturates most of the retina, as many fundus cameras do).
@@ -185,7 +185,9 @@ def make_longitudinal_pair(
     h, w = fov.mask.shape
     ys, xs = np.mgrid[0:h:4, 0:w:4]
     grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
-    visible = points_in_mask(fov.mask, control.geometry.map_1_to_2(grid))
+    k = max(1, int(round(_RIM * fov.diameter)))
+    inner2 = cv2.erode(fov.mask.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)) > 0
+    visible = points_in_mask(inner2, control.geometry.map_1_to_2(grid))  # away from its rim
     seen = np.zeros(((h + 3) // 4, (w + 3) // 4), np.uint8)
     seen[(grid[visible, 1] // 4).astype(int), (grid[visible, 0] // 4).astype(int)] = 1
     seen = cv2.resize(seen, (w, h), interpolation=cv2.INTER_NEAREST) > 0

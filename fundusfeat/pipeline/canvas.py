@@ -267,7 +267,9 @@ def _seam_masks(
     owner = np.full((size[1], size[0]), -1, np.int32)
     for k, (seam, w_mask, (x, y)) in enumerate(zip(found, wmasks, corners, strict=True)):
         h, w = w_mask.shape
-        vote = cv2.resize(_get(seam).astype(np.float32) / 255.0, (w, h), cv2.INTER_LINEAR)
+        vote = cv2.resize(
+            _get(seam).astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_LINEAR
+        )
         depth = cv2.distanceTransform(w_mask, cv2.DIST_L2, 3)
         vote += 1e-3 * np.minimum(depth, 255.0) / 255.0
         vote[w_mask == 0] = -1.0

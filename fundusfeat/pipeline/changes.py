@@ -57,13 +57,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ChangeParams:
-    """The change detector's parameters (defaults calibrated on training images).
+    """The change detector's parameters.
+
+    ``high``, ``low`` and ``min_radius`` were chosen by ``fundusfeat evaluate --changes
+    training/splits/train.txt --calibrate --pairs 20`` (training images only): the most
+    painted lesions found in the worst of the four variants (as taken, red clipped, dark
+    corner, halo) with false regions at most 10 % of the regions and at most 0.2 regions
+    per control pair (docs/benchmarks.md, "Comparison of visits").
 
     Attributes:
         high: seed threshold, in robust standard deviations of the difference.
         low: region threshold (hysteresis), same units, ``<= high``.
         min_radius: smallest change, as the radius of a disc in fractions of the FOV
-            diameter (0.003 of a 1400-px FOV is about 4 px).
+            diameter (0.002 of a 1400-px FOV is about 3 px).
         tolerance: half-width (analysis px) of the local min/max range that absorbs the
             registration residual.
         vessel_weight: factor on the difference inside the dilated vessel band.
@@ -75,9 +81,9 @@ class ChangeParams:
             global level); 0: the global level only.
     """
 
-    high: float = 6.0
-    low: float = 3.5
-    min_radius: float = 0.003
+    high: float = 3.5
+    low: float = 3.0
+    min_radius: float = 0.002
     tolerance: int = 2
     vessel_weight: float = 0.5
     smooth: float = 1.0
