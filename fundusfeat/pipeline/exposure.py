@@ -52,7 +52,7 @@ PAIR_WEIGHT = 1000.0
 LOSS_SCALE = 0.05
 """``f_scale`` of the ``soft_l1`` loss (log intensity: about 5 %)."""
 
-MAX_ITERATIONS = 15
+MAX_ITERATIONS = 5
 """Robust (``soft_l1``) iterations after the plain least-squares start."""
 
 LOW_PASS = 2.0
@@ -163,8 +163,8 @@ def fit_gains(
     keep = np.ones(n * per_field, bool)
     keep[reference * per_field : (reference + 1) * per_field] = False
     a = a[:, keep]
-    normal = (a.T @ a).toarray()  # the least-squares start: small and dense
-    start = np.linalg.lstsq(normal, a.T @ b, rcond=None)[0]
+    normal = (a.T @ a).toarray()  # the least-squares start: small, dense, positive
+    start = np.linalg.solve(normal, a.T @ b)  # definite (every node has a ridge row)
     fit = least_squares(
         lambda t: a @ t - b,
         start,
