@@ -130,3 +130,11 @@ def test_examples_run_with_their_defaults_without_shared(
     if written is not None:
         assert (tmp_path / written).is_file()
     assert {p.name for p in tmp_path.iterdir()} <= {"out"}
+
+
+def test_compare_visits_example(monkeypatch, tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--side", "300"]
+    assert _run(monkeypatch, "compare_visits.py", *args) == 0
+    assert "painted lesions found: 3/3; false regions: 0" in capsys.readouterr().out
+    for name in ("flicker.gif", "changes.png", "difference.png"):
+        assert (tmp_path / name).stat().st_size > 1000
