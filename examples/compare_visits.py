@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 import fundusfeat
-from fundusfeat.evaluation.lesions import Lesion, paint_lesion, score_changes
+from fundusfeat.evaluation.lesions import Lesion, painted_followup, score_changes
 from fundusfeat.io import compare_figures as fig
 from fundusfeat.io.demo import load_demo_pair
 
@@ -43,12 +43,7 @@ def main() -> int:
     img1, img2, H = load_demo_pair()  # H maps image-1 px onto image 2
     h, w = img1.shape[:2]
     lesions = [Lesion(fx * w, fy * h, r, kind) for fx, fy, r, kind in LESIONS]
-    at2 = cv2.perspectiveTransform(np.array([[[les.x, les.y] for les in lesions]]), H)[0]
-    follow = img2.astype(np.float32) / 255.0
-    rng = np.random.default_rng(0)
-    for les, (x, y) in zip(lesions, at2, strict=True):
-        paint_lesion(follow, Lesion(float(x), float(y), les.radius, les.kind), rng)
-    follow = np.clip(follow * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    follow = painted_followup(img2, lesions, H)
 
     res = fundusfeat.compare(img1, follow)
     if not res.success:

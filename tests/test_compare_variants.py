@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fundusfeat.evaluation import changes_bench
-from fundusfeat.evaluation.lesions import Lesion, paint_lesion, score_changes
+from fundusfeat.evaluation.lesions import Lesion, painted_followup, score_changes
 from fundusfeat.io.demo import load_demo_pair
 from fundusfeat.pipeline.alignment import channel_weights, clipped_channels
 from fundusfeat.pipeline.changes import compare
@@ -31,12 +31,7 @@ def visits():
     img1, img2, H = load_demo_pair()  # H maps image-1 px onto image 2
     h, w = img1.shape[:2]
     lesions = [Lesion(fx * w, fy * h, r, kind) for fx, fy, r, kind in SPOTS]
-    at2 = cv2.perspectiveTransform(np.array([[[les.x, les.y] for les in lesions]]), H)[0]
-    follow = img2.astype(np.float32) / 255.0
-    rng = np.random.default_rng(0)
-    for les, (x, y) in zip(lesions, at2, strict=True):
-        paint_lesion(follow, Lesion(float(x), float(y), les.radius, les.kind), rng)
-    follow = np.clip(follow * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    follow = painted_followup(img2, lesions, H)
     reg = register(img1, follow)
     assert reg.success, reg.reason
     return img1, img2, follow, lesions, reg

@@ -123,6 +123,30 @@ def paint_lesion(image: np.ndarray, lesion: Lesion, rng: np.random.Generator) ->
     image[y0 : y0 + size, x0 : x0 + size] = patch * (1 - alpha) + np.clip(target, 0, 1) * alpha
 
 
+def painted_followup(
+    image: np.ndarray, lesions: list[Lesion], to_followup: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """A follow-up with ``lesions`` (baseline px) painted where the homography
+    ``to_followup`` (baseline px -> follow-up px) puts them; radii are kept.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 BGR follow-up.
+        lesions: in baseline pixels.
+        to_followup: ``(3, 3)`` homography.
+        seed: the colour draws.
+
+    Returns:
+        ``(H, W, 3)`` uint8 BGR.
+    """
+    pts = np.array([[[les.x, les.y] for les in lesions]], np.float64)
+    moved = cv2.perspectiveTransform(pts, np.asarray(to_followup, np.float64))[0]
+    out = image.astype(np.float32) / 255.0
+    rng = np.random.default_rng(seed)
+    for les, (x, y) in zip(lesions, moved, strict=True):
+        paint_lesion(out, Lesion(float(x), float(y), les.radius, les.kind), rng)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def place_lesions(
     fov: FieldOfView,
     seen: np.ndarray,
