@@ -172,8 +172,10 @@ def longitudinal_pairs(
             images[k] = read_image(paths[k])
         seq = np.random.SeedSequence([seed, STREAM_TAG, i])
         count = 3 + int(np.random.default_rng(seq.spawn(1)[0]).integers(0, 4))
-        out.append((f"lesion{i:03d}", make_longitudinal_pair(images[k], chosen, seq, count)))
-        out.append((f"control{i:03d}", make_longitudinal_pair(images[k], chosen, seq, 0)))
+        control = make_longitudinal_pair(images[k], chosen, seq, 0)
+        painted = make_longitudinal_pair(images[k], chosen, seq, count, control=control.pair)
+        out.append((f"lesion{i:03d}", painted))
+        out.append((f"control{i:03d}", control))
     return out
 
 

@@ -190,16 +190,20 @@ def make_longitudinal_pair(
     preset: EyePreset,
     seed: int | np.random.SeedSequence,
     num_lesions: int = 4,
+    control: EyePair | None = None,
 ) -> LongitudinalPair:
     """An eye-model pair whose follow-up shows ``num_lesions`` new lesions (0: a control).
 
     The camera geometry and the photometric changes are those of
     :func:`~fundusfeat.evaluation.eye.make_eye_pair` with the same ``seed``, so a control
     and a lesion pair of one seed differ only by the lesions. The lesions are drawn from
-    an independent stream of ``seed``.
+    an independent stream of ``seed``. ``control``: that seed's control pair when the
+    caller has it already (``make_longitudinal_pair(image, preset, seed, 0).pair``); it
+    is not rendered again.
     """
     seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    control = make_eye_pair(image, preset, seq)
+    if control is None:
+        control = make_eye_pair(image, preset, seq)
     if num_lesions <= 0:
         return LongitudinalPair(control, [])
     rng = np.random.default_rng(
