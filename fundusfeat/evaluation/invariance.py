@@ -123,8 +123,10 @@ def disc_overlap(c1: np.ndarray, r1: np.ndarray, c2: np.ndarray, r2: np.ndarray)
         lens = (
             r1**2 * np.arccos(a1)
             + r2**2 * np.arccos(a2)
-            - 0.5 * np.sqrt(np.maximum((-dd + r1 + r2) * (dd + r1 - r2)
-                                       * (dd - r1 + r2) * (dd + r1 + r2), 0))
+            - 0.5
+            * np.sqrt(
+                np.maximum((-dd + r1 + r2) * (dd + r1 - r2) * (dd - r1 + r2) * (dd + r1 + r2), 0)
+            )
         )
     inter = np.where(partial, lens, inter)
     union = math.pi * (r1**2 + r2**2) - inter
@@ -164,7 +166,7 @@ def repeatability(
     lo = np.searchsorted(xs, q1[:, 0] - reach)
     hi = np.searchsorted(xs, q1[:, 0] + reach)
     for i in range(len(q1)):
-        js = order[lo[i]:hi[i]]
+        js = order[lo[i] : hi[i]]
         if len(js) == 0:
             continue
         ov = disc_overlap(q1[i], s1[i], p2[js], r2[js])
@@ -195,8 +197,11 @@ def warp_keypoints(kps: Sequence[cv2.KeyPoint], A: np.ndarray) -> list[cv2.KeyPo
     out = []
     for k, (x, y) in zip(kps, q, strict=True):
         angle = (k.angle - rot) % 360 if k.angle >= 0 else -1
-        out.append(cv2.KeyPoint(float(x), float(y), k.size * scale, angle, k.response,
-                                k.octave, k.class_id))
+        out.append(
+            cv2.KeyPoint(
+                float(x), float(y), k.size * scale, angle, k.response, k.octave, k.class_id
+            )
+        )
     return out
 
 
@@ -206,8 +211,12 @@ def _norm(detector: Any) -> int:
 
 
 def match_ratio(
-    detector: Any, image1: np.ndarray, image2: np.ndarray, A: np.ndarray,
-    kps1: Sequence[cv2.KeyPoint], desc1: np.ndarray,
+    detector: Any,
+    image1: np.ndarray,
+    image2: np.ndarray,
+    A: np.ndarray,
+    kps1: Sequence[cv2.KeyPoint],
+    desc1: np.ndarray,
 ) -> float:
     """Fraction of ``kps1`` (with descriptors ``desc1``) whose descriptor computed at the
     warped keypoint in ``image2`` is nearest to their own (see the module docstring)."""
@@ -230,9 +239,13 @@ def match_ratio(
 
 
 def correct_matches(
-    kps1: Sequence[cv2.KeyPoint], desc1: np.ndarray,
-    kps2: Sequence[cv2.KeyPoint], desc2: np.ndarray,
-    A: np.ndarray, norm: int = cv2.NORM_L2, max_error: float = MAX_ERROR,
+    kps1: Sequence[cv2.KeyPoint],
+    desc1: np.ndarray,
+    kps2: Sequence[cv2.KeyPoint],
+    desc2: np.ndarray,
+    A: np.ndarray,
+    norm: int = cv2.NORM_L2,
+    max_error: float = MAX_ERROR,
 ) -> int:
     """Mutual nearest-neighbour matches of independent detections whose image-1 point,
     mapped by ``A``, lies within ``max_error`` pixels of its match in image 2."""
@@ -250,7 +263,11 @@ def correct_matches(
 
 
 def measure(
-    method: str, detector: Any, image: np.ndarray, kind: str, value: float,
+    method: str,
+    detector: Any,
+    image: np.ndarray,
+    kind: str,
+    value: float,
     base: tuple[Sequence[cv2.KeyPoint], np.ndarray] | None = None,
 ) -> InvarianceRow:
     """One :class:`InvarianceRow`: ``image`` warped by the rotation or scale ``value``."""
@@ -269,8 +286,10 @@ def measure(
 
 
 def run(
-    detectors: dict[str, Any], image: np.ndarray,
-    rotations: Iterable[float] = ROTATIONS, scales: Iterable[float] = SCALES,
+    detectors: dict[str, Any],
+    image: np.ndarray,
+    rotations: Iterable[float] = ROTATIONS,
+    scales: Iterable[float] = SCALES,
 ) -> list[InvarianceRow]:
     """Every detector (name -> Feature2D-like) over every rotation and scale of ``image``
     (BGR or gray uint8)."""
@@ -300,12 +319,17 @@ def summary(rows: Sequence[InvarianceRow]) -> dict[str, dict[str, float]]:
 
 def format_table(rows: Sequence[InvarianceRow]) -> str:
     """A plain-text table of ``rows`` followed by the per-method means."""
-    lines = [f"{'method':<14}{'warp':<10}{'value':>7}{'kps':>7}{'rep':>7}{'ratio':>7}"
-             f"{'correct':>9}"]
+    lines = [
+        f"{'method':<14}{'warp':<10}{'value':>7}{'kps':>7}{'rep':>7}{'ratio':>7}{'correct':>9}"
+    ]
     for r in rows:
-        lines.append(f"{r.method:<14}{r.kind:<10}{r.value:>7.2f}{r.keypoints:>7d}"
-                     f"{r.repeatability:>7.3f}{r.match_ratio:>7.3f}{r.correct_matches:>9d}")
+        lines.append(
+            f"{r.method:<14}{r.kind:<10}{r.value:>7.2f}{r.keypoints:>7d}"
+            f"{r.repeatability:>7.3f}{r.match_ratio:>7.3f}{r.correct_matches:>9d}"
+        )
     for name, s in summary(rows).items():
-        lines.append(f"{name:<14}{'mean':<10}{'':>7}{'':>7}{s['repeatability']:>7.3f}"
-                     f"{s['match_ratio']:>7.3f}{s['correct_matches']:>9.1f}")
+        lines.append(
+            f"{name:<14}{'mean':<10}{'':>7}{'':>7}{s['repeatability']:>7.3f}"
+            f"{s['match_ratio']:>7.3f}{s['correct_matches']:>9.1f}"
+        )
     return "\n".join(lines)

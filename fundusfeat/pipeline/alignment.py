@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fundusfeat.features.fov import estimate_fov
+from fundusfeat.features.fov import FieldOfView, estimate_fov_checked
 from fundusfeat.geometry.transforms import Transform
 from fundusfeat.geometry.verification import vessel_image
 from fundusfeat.io.arrays import resize_image, to_unit_float
@@ -142,6 +142,108 @@ def match_illumination(
     return ((image - mi) * np.clip(gain, 0.25, 4.0) + mr).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class BaselineFrame:
+    """The baseline at the analysis resolution: computed once, shared by every later
+    visit of a series (:func:`baseline_frame`).
+
+    Attributes:
+        image: ``(h, w, 3)`` float32 BGR in [0, 1].
+        fov: ``(h, w)`` uint8, 1 inside the baseline's field of view.
+        vessels: ``(h, w)`` bool vessel band (:func:`vessel_band`).
+        factors: ``(sx, sy)`` baseline px -> analysis px.
+        diameter: the FOV's diameter (analysis px, from its area).
+        shape: ``(H, W)`` of the baseline at its input resolution.
+        side: long side (px) of the analysis copies (the follow-up's too).
+    """
+
+    image: np.ndarray
+    fov: np.ndarray
+    vessels: np.ndarray
+    factors: tuple[float, float]
+    diameter: float
+    shape: tuple[int, int]
+    side: int
+
+
+def baseline_frame(
+    baseline: np.ndarray,
+    *,
+    fov: FieldOfView | None = None,
+    side: int = 1024,
+    band: int = 2,
+) -> BaselineFrame:
+    """The :class:`BaselineFrame` of a baseline visit.
+
+    Args:
+        baseline: an image accepted by :func:`fundusfeat.io.validation.validate_image`.
+        fov: its field of view when already known (``ImageFeatures.fov``); None estimates it.
+        side: long side (px) of the analysis copy.
+        band: vessel band half-width (analysis px).
+    """
+    base = validate_image(baseline, "baseline")
+    mask = (fov if fov is not None else estimate_fov_checked(base)).mask
+    small, factors = resize_image(base, min(1.0, side / max(base.shape[:2])))
+    h, w = small.shape[:2]
+    m1 = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    diameter = 2.0 * np.sqrt(max(1, int(m1.sum())) / np.pi)
+    return BaselineFrame(
+        image=to_unit_float(small).astype(np.float32),
+        fov=m1,
+        vessels=vessel_band(small, (h, w), band),
+        factors=factors,
+        diameter=float(diameter),
+        shape=(base.shape[0], base.shape[1]),
+        side=side,
+    )
+
+
+def align_to_frame(
+    frame: BaselineFrame,
+    followup: np.ndarray,
+    transform: Transform,
+    *,
+    fov: FieldOfView | None = None,
+    rim: float = 0.03,
+    sigma: float = 0.06,
+) -> Alignment:
+    """Resample a follow-up into a :class:`BaselineFrame` and normalise its illumination.
+
+    Args:
+        frame: the baseline's :func:`baseline_frame`.
+        followup: an image accepted by :func:`fundusfeat.io.validation.validate_image`.
+        transform: baseline px -> follow-up px (``RegistrationResult.transform``).
+        fov: the follow-up's field of view when already known; None estimates it.
+        rim: the overlap is eroded by this fraction of the baseline FOV diameter.
+        sigma: illumination window as a fraction of the FOV diameter.
+
+    Returns:
+        The :class:`Alignment`.
+    """
+    follow = validate_image(followup, "followup")
+    mask2 = (fov if fov is not None else estimate_fov_checked(follow)).mask
+    small2, f2 = resize_image(follow, min(1.0, frame.side / max(follow.shape[:2])))
+    f1 = frame.factors
+    small = transform.in_original_pixels((1 / f1[0], 1 / f1[1]), (1 / f2[0], 1 / f2[1]))
+    h, w = frame.fov.shape
+    a = frame.image
+    warped = small.warp(to_unit_float(small2).astype(np.float32), (w, h))
+    m2 = cv2.resize(mask2.astype(np.uint8), small2.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    seen = small.warp(m2, (w, h), interpolation=cv2.INTER_NEAREST)
+    inside = cv2.distanceTransform(frame.fov & seen, cv2.DIST_L2, 3)
+    overlap = inside > max(1.0, rim * frame.diameter)
+    window = max(2.0, sigma * frame.diameter)
+    clipped = clipped_channels(a, warped)
+    base = overlap & ~frame.vessels
+    fit = base[..., None] & ~clipped
+    aligned = match_illumination(warped, a, fit, window)
+    aligned[~overlap] = 0.0
+    support = masked_blur(fit.astype(np.float32), base.astype(np.float32), window)
+    weights = channel_weights(a, warped, clipped, support)
+    reflections = weights.sum(axis=2) == 0
+    return Alignment(a, aligned, overlap, frame.vessels, reflections, weights, f1, frame.diameter)
+
+
 def align_visits(
     baseline: np.ndarray,
     followup: np.ndarray,
@@ -151,8 +253,10 @@ def align_visits(
     rim: float = 0.03,
     band: int = 2,
     sigma: float = 0.06,
+    fovs: tuple[FieldOfView | None, FieldOfView | None] = (None, None),
 ) -> Alignment:
-    """Resample the follow-up into the baseline frame and normalise its illumination.
+    """Resample the follow-up into the baseline frame and normalise its illumination:
+    :func:`align_to_frame` of :func:`baseline_frame` (a series builds the frame once).
 
     Args:
         baseline, followup: images accepted by
@@ -162,36 +266,14 @@ def align_visits(
         rim: the overlap is eroded by this fraction of the baseline FOV diameter.
         band: vessel band half-width (analysis px).
         sigma: illumination window as a fraction of the FOV diameter.
+        fovs: the two fields of view when already known (``ImageFeatures.fov``); None
+            estimates one.
 
     Returns:
         The :class:`Alignment`.
     """
-    base = validate_image(baseline, "baseline")
-    follow = validate_image(followup, "followup")
-    fov1, fov2 = estimate_fov(base).mask, estimate_fov(follow).mask
-    small1, f1 = resize_image(base, min(1.0, side / max(base.shape[:2])))
-    small2, f2 = resize_image(follow, min(1.0, side / max(follow.shape[:2])))
-    small = transform.in_original_pixels((1 / f1[0], 1 / f1[1]), (1 / f2[0], 1 / f2[1]))
-    h, w = small1.shape[:2]
-    a = to_unit_float(small1).astype(np.float32)
-    warped = small.warp(to_unit_float(small2).astype(np.float32), (w, h))
-    m1 = cv2.resize(fov1.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-    m2 = cv2.resize(fov2.astype(np.uint8), small2.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-    seen = small.warp(m2, (w, h), interpolation=cv2.INTER_NEAREST)
-    diameter = 2.0 * np.sqrt(max(1, int(m1.sum())) / np.pi)
-    inside = cv2.distanceTransform(m1 & seen, cv2.DIST_L2, 3)
-    overlap = inside > max(1.0, rim * diameter)
-    vessels = vessel_band(small1, (h, w), band)
-    window = max(2.0, sigma * diameter)
-    clipped = clipped_channels(a, warped)
-    base = overlap & ~vessels
-    fit = base[..., None] & ~clipped
-    aligned = match_illumination(warped, a, fit, window)
-    aligned[~overlap] = 0.0
-    support = masked_blur(fit.astype(np.float32), base.astype(np.float32), window)
-    weights = channel_weights(a, warped, clipped, support)
-    reflections = weights.sum(axis=2) == 0
-    return Alignment(a, aligned, overlap, vessels, reflections, weights, f1, float(diameter))
+    frame = baseline_frame(baseline, fov=fovs[0], side=side, band=band)
+    return align_to_frame(frame, followup, transform, fov=fovs[1], rim=rim, sigma=sigma)
 
 
 def clipped_channels(a: np.ndarray, b: np.ndarray) -> np.ndarray:

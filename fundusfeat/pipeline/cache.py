@@ -23,12 +23,13 @@ import numpy as np
 
 from fundusfeat.features.detector import Features
 from fundusfeat.features.feature2d import KeypointSequence, R2D2Fundus
+from fundusfeat.features.fov import FieldOfView
 from fundusfeat.pipeline.register import ImageFeatures
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
-"""Format of an entry (2: the key stored inside)."""
+CACHE_VERSION = 3
+"""Format of an entry (2: the key stored inside; 3: the field of view stored with it)."""
 
 TEMP_SUFFIX = ".tmp.npz"
 """Ending of the temporary files an entry is written to before its rename."""
@@ -85,8 +86,9 @@ def entry_path(cache: Path, key: str) -> Path:
 
 
 def save_features(features: ImageFeatures, path: Path, key: str = "") -> None:
-    """Write :class:`ImageFeatures` compactly (``.npz``, the region bit-packed) with its
-    ``key`` inside, to a unique temporary name in the same folder, then renamed."""
+    """Write :class:`ImageFeatures` compactly (``.npz``, the FOV mask bit-packed, the
+    region too where it differs from it) with its ``key`` inside, to a unique temporary
+    name in the same folder, then renamed."""
     kps = features.keypoints
     if isinstance(kps, KeypointSequence):
         raw = kps.features
@@ -99,6 +101,12 @@ def save_features(features: ImageFeatures, path: Path, key: str = "") -> None:
             desc=features.desc,
         )
     vessels, factors = features.vessels
+    fov = features.fov
+    region = (
+        np.zeros(0, np.uint8)
+        if np.array_equal(features.region, fov.mask)
+        else np.packbits(features.region, axis=None)
+    )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -111,8 +119,10 @@ def save_features(features: ImageFeatures, path: Path, key: str = "") -> None:
                 response=raw.response,
                 octave=raw.octave,
                 desc=raw.desc,
-                region=np.packbits(features.region, axis=None),
+                region=region,
                 region_shape=np.array(features.region.shape),
+                fov_mask=np.packbits(fov.mask, axis=None),
+                fov_circle=np.array([*fov.center, fov.radius, float(fov.found)], np.float64),
                 vessels=vessels,
                 factors=np.array(factors),
             )
@@ -147,7 +157,16 @@ def load_features(path: Path, key: str | None = None) -> ImageFeatures:
                 )
             raw = Features(data["xy"], data["size"], data["response"], data["octave"], data["desc"])
             shape = tuple(int(v) for v in data["region_shape"])
-            region = np.unpackbits(data["region"], count=shape[0] * shape[1]).reshape(shape)
+            count = shape[0] * shape[1]
+            mask = np.unpackbits(data["fov_mask"], count=count).reshape(shape).astype(bool)
+            cx, cy, radius, found = (float(v) for v in data["fov_circle"])
+            fov = FieldOfView(mask, (cx, cy), radius, bool(found))
+            packed = data["region"]
+            region = (
+                np.unpackbits(packed, count=count).reshape(shape).astype(bool)
+                if packed.size
+                else mask
+            )
             vessels = (data["vessels"], tuple(float(v) for v in data["factors"]))
     except DamagedEntryError:
         raise
@@ -156,7 +175,7 @@ def load_features(path: Path, key: str | None = None) -> ImageFeatures:
         if "pickle" in why:  # numpy's hint to load unsafely is no advice for a cache
             why = "holds pickled objects, which are never loaded"
         raise DamagedEntryError(f"{path}: damaged cache entry ({why})") from err
-    return ImageFeatures(KeypointSequence(raw), raw.xy, raw.desc, region.astype(bool), vessels)
+    return ImageFeatures(KeypointSequence(raw), raw.xy, raw.desc, region, vessels, fov)
 
 
 def load_entry(cache: Path, key: str) -> ImageFeatures | None:

@@ -2,8 +2,8 @@
 
 Stages (each a function over plain data, the result keeps what each decided):
 registration (:func:`fundusfeat.pipeline.register.register`, baseline -> follow-up) ->
-alignment (:func:`fundusfeat.pipeline.alignment.align_visits`: warp, overlap, illumination
-and colour matched per channel) -> tolerant difference (:func:`tolerant_difference`) ->
+alignment (:func:`fundusfeat.pipeline.alignment.align_to_frame`: warp, overlap,
+illumination and colour matched per channel) -> tolerant difference (:func:`tolerant_difference`) ->
 regions (:func:`find_changes`, hysteresis thresholds).
 
 What is not a change, and how it is kept out:
@@ -39,8 +39,15 @@ import cv2
 import numpy as np
 
 from fundusfeat.features.feature2d import R2D2Fundus
+from fundusfeat.features.fov import FieldOfView
 from fundusfeat.geometry.transforms import Transform, fit
-from fundusfeat.pipeline.alignment import Alignment, align_visits, masked_blur
+from fundusfeat.pipeline.alignment import (
+    Alignment,
+    BaselineFrame,
+    align_to_frame,
+    baseline_frame,
+    masked_blur,
+)
 from fundusfeat.pipeline.register import (
     Options,
     RegistrationResult,
@@ -48,7 +55,6 @@ from fundusfeat.pipeline.register import (
     check_matcher,
     default_matcher,
     image_features,
-    register,
     register_features,
 )
 
@@ -337,6 +343,7 @@ def compare(
     registration: RegistrationResult | None = None,
     params: ChangeParams | None = None,
     detector: Any = None,
+    matcher: Any = None,
     **register_kwargs: Any,
 ) -> ComparisonResult:
     """Compare a follow-up visit with the baseline: aligned, normalised, what changed.
@@ -345,24 +352,59 @@ def compare(
         baseline: the first visit (``(H, W[, 3])`` uint8 BGR, gray, or float in [0, 1]).
         followup: the later visit.
         registration: a registration of ``baseline`` to ``followup`` already made
-            (``register(baseline, followup)``); None registers them.
+            (``register(baseline, followup)``); None registers them (each visit detected
+            once, its field of view carried into the alignment).
         params: :class:`ChangeParams` (default: the calibrated defaults).
-        detector: passed to :func:`~fundusfeat.pipeline.register.register`.
-        **register_kwargs: further :func:`register` options.
+        detector, matcher: as :func:`~fundusfeat.pipeline.register.register`.
+        **register_kwargs: further :func:`~fundusfeat.pipeline.register.register`
+            options (``mask1``, ``mask2``, ``method``, ``model``, ``threshold``, ...).
 
     Returns:
         :class:`ComparisonResult`; when the registration failed, ``success`` is False,
         ``reason`` says why and there is no change map.
     """
-    params = params if params is not None else ChangeParams()
-    if not isinstance(params, ChangeParams):
-        raise TypeError(f"params: expected ChangeParams, got {type(params).__name__}")
+    params = _check_params(params)
+    fovs: tuple = (None, None)
     if registration is None:
-        registration = register(baseline, followup, detector, **register_kwargs)
+        masks = (register_kwargs.pop("mask1", None), register_kwargs.pop("mask2", None))
+        options = _options(register_kwargs)
+        detector = check_detector(detector if detector is not None else R2D2Fundus.create())
+        matcher = check_matcher(matcher) or default_matcher(detector)
+        t0 = time.perf_counter()
+        f1, f2 = image_features(detector, (baseline, followup), masks)
+        registration = _registered(f1, f2, matcher, options, time.perf_counter() - t0)
+        fovs = (f1.fov, f2.fov)
     elif not isinstance(registration, RegistrationResult):
         raise TypeError(
             f"registration: expected RegistrationResult, got {type(registration).__name__}"
         )
+    return _compared(baseline, followup, registration, params, fovs=fovs)
+
+
+def _check_params(params: Any) -> ChangeParams:
+    params = params if params is not None else ChangeParams()
+    if not isinstance(params, ChangeParams):
+        raise TypeError(f"params: expected ChangeParams, got {type(params).__name__}")
+    return params
+
+
+def _options(register_kwargs: dict[str, Any]) -> Options:
+    try:
+        return Options(**register_kwargs)
+    except TypeError as exc:
+        raise TypeError(f"register_kwargs: {exc}") from exc
+
+
+def _compared(
+    baseline: np.ndarray,
+    followup: np.ndarray,
+    registration: RegistrationResult,
+    params: ChangeParams,
+    *,
+    frame: BaselineFrame | None = None,
+    fovs: tuple = (None, None),
+) -> ComparisonResult:
+    """The comparison of a registration: a failed one gives no change map."""
     timings = {"register": float(registration.timings.get("total", 0.0))}
     if not registration.success or registration.transform is None:
         return ComparisonResult(
@@ -372,7 +414,9 @@ def compare(
             params=params,
             timings=timings,
         )
-    return compare_aligned(baseline, followup, registration, params, timings)
+    return compare_aligned(
+        baseline, followup, registration, params, timings, frame=frame, fovs=fovs
+    )
 
 
 def compare_aligned(
@@ -381,20 +425,28 @@ def compare_aligned(
     registration: RegistrationResult,
     params: ChangeParams,
     timings: dict[str, float] | None = None,
+    *,
+    frame: BaselineFrame | None = None,
+    fovs: tuple[FieldOfView | None, FieldOfView | None] = (None, None),
 ) -> ComparisonResult:
-    """The comparison after a successful registration (alignment and change detection)."""
+    """The comparison after a successful registration (alignment and change detection).
+
+    Args:
+        baseline, followup, registration, params: as :func:`compare`.
+        timings: seconds already spent (``register``), carried into the result.
+        frame: the baseline's :func:`~fundusfeat.pipeline.alignment.baseline_frame` at
+            ``params.side`` when already built (a series builds it once); None builds it.
+        fovs: the visits' fields of view when already known (``ImageFeatures.fov``).
+    """
     timings = dict(timings or {})
     t0 = time.perf_counter()
-    al = align_visits(
-        baseline,
-        followup,
-        registration.transform,
-        side=params.side,
-        rim=params.rim,
-        band=max(1, params.tolerance),
-    )
+    if frame is None:
+        frame = baseline_frame(
+            baseline, fov=fovs[0], side=params.side, band=max(1, params.tolerance)
+        )
+    al = align_to_frame(frame, followup, registration.transform, fov=fovs[1], rim=params.rim)
     t1 = time.perf_counter()
-    z, mask, changes = detect_changes(al, params, np.asarray(baseline).shape[:2])
+    z, mask, changes = detect_changes(al, params, frame.shape)
     timings.update(align=t1 - t0, detect=time.perf_counter() - t1)
     logger.debug("compare: %d changes, %s", len(changes), timings)
     return ComparisonResult(
@@ -444,7 +496,8 @@ def compare_series(
 ) -> list[ComparisonResult]:
     """Compare every later visit with the first (the baseline).
 
-    Every visit is detected once (in one batch). Each later visit is registered to the
+    Every visit is detected and its field of view estimated once (in one batch), and the
+    baseline's analysis frame is built once. Each later visit is registered to the
     baseline from those features; when that fails it is registered to the previous
     visit and the two transforms are chained (the previous visit must have been placed):
     see :func:`through_previous` for what the chained registration carries. Order the
@@ -462,19 +515,15 @@ def compare_series(
     """
     if isinstance(images, np.ndarray) or len(images) < 2:
         raise ValueError("images: expected a sequence of two or more visits")
-    params = params if params is not None else ChangeParams()
-    if not isinstance(params, ChangeParams):
-        raise TypeError(f"params: expected ChangeParams, got {type(params).__name__}")
-    try:
-        options = Options(**register_kwargs)
-    except TypeError as exc:
-        raise TypeError(f"register_kwargs: {exc}") from exc
+    params = _check_params(params)
+    options = _options(register_kwargs)
     detector = check_detector(detector if detector is not None else R2D2Fundus.create())
     matcher = check_matcher(matcher) or default_matcher(detector)
     t0 = time.perf_counter()
     feats = image_features(detector, list(images), [None] * len(images))
     detect = 2.0 * (time.perf_counter() - t0) / len(images)  # a pair's share
     base = images[0]
+    frame: BaselineFrame | None = None
     results: list[ComparisonResult] = []
     for k in range(1, len(images)):
         reg = _registered(feats[0], feats[k], matcher, options, detect)
@@ -482,11 +531,15 @@ def compare_series(
         if not reg.success and prev is not None and prev.success:
             step = _registered(feats[k - 1], feats[k], matcher, options, detect)
             if step.success and step.transform is not None:
-                chained = through_previous(
-                    prev.registration, step, np.asarray(base).shape[:2], options
-                )
+                chained = through_previous(prev.registration, step, feats[0].region.shape, options)
                 reg = chained if chained is not None else reg
-        results.append(compare(base, images[k], registration=reg, params=params))
+        if reg.success and frame is None:
+            frame = baseline_frame(
+                base, fov=feats[0].fov, side=params.side, band=max(1, params.tolerance)
+            )
+        results.append(
+            _compared(base, images[k], reg, params, frame=frame, fovs=(feats[0].fov, feats[k].fov))
+        )
     return results
 
 

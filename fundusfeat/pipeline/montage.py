@@ -33,7 +33,6 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from fundusfeat.features.feature2d import R2D2Fundus
-from fundusfeat.features.fov import estimate_fov
 from fundusfeat.geometry.joint_fit import DEFAULT_DROP_PX, FIELD_MODELS, fit_jointly
 from fundusfeat.geometry.transforms import ProjectiveTransform, Transform, from_dict
 from fundusfeat.io.arrays import to_uint8
@@ -207,7 +206,8 @@ def _edge_dict(edge: MontageEdge) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ stages
 def _load(images: Sequence[Any]) -> list[np.ndarray]:
-    """Validated uint8 BGR fields (paths read)."""
+    """Validated ``(H, W, 3)`` uint8 BGR fields (paths read; gray images come back as
+    three channels from :func:`validate_image`)."""
     if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
         raise TypeError("images must be a sequence of arrays or paths")
     if len(images) < 2:
@@ -216,10 +216,7 @@ def _load(images: Sequence[Any]) -> list[np.ndarray]:
     for k, img in enumerate(images):
         if isinstance(img, (str, Path)):
             img = read_image(img)
-        checked = validate_image(img, f"images[{k}]")
-        if checked.ndim == 2:
-            checked = np.repeat(checked[..., None], 3, axis=2)
-        out.append(to_uint8(checked))
+        out.append(to_uint8(validate_image(img, f"images[{k}]")))
     return out
 
 
@@ -401,7 +398,7 @@ def montage(
     with_edges = {k for e in edges for k in (e.i, e.j)}
     kept = {k for n_e, e in enumerate(edges) if n_e not in dropped for k in (e.i, e.j)}
     reasons = _reasons(n, placed, dup, results, (with_edges - kept) - placed)
-    fovs = {k: estimate_fov(imgs[k]).mask for k in placed}
+    fovs = {k: feats[unique.index(k)].fov.mask for k in placed}
     order = sorted(placed)
     offset, size = canvas_bounds([fitted[k] for k in order], [fovs[k] for k in order], max_pixels)
     to_canvas = {k: shifted(fitted[k], offset) for k in order}

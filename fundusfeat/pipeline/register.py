@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from fundusfeat.features.feature2d import KeypointSequence, R2D2Fundus
-from fundusfeat.features.fov import estimate_fov_checked
+from fundusfeat.features.fov import FieldOfView, estimate_fov_checked
 from fundusfeat.geometry.estimation import (
     DEFAULT_RANSAC_THRESHOLD,
     METHODS,
@@ -67,14 +67,24 @@ _HAMMING_NORMS = (cv2.NORM_HAMMING, cv2.NORM_HAMMING2)
 
 @dataclass(frozen=True)
 class ImageFeatures:
-    """What registration needs of one image.
+    """What every stage needs of one image, computed once (:func:`image_features`).
+
+    Registration, the montage, the comparison and the feature cache of
+    ``register-batch`` take it; none of them detects the image or estimates its field of
+    view again. Coordinates are the image's input pixels ``(x, y)``, the centre of the
+    top-left pixel at (0, 0).
 
     Attributes:
         keypoints: its keypoints (``cv2.KeyPoint``; built on first access for R2D2Fundus).
         xy: ``(N, 2)`` float64 keypoint positions.
         desc: ``(N, D)`` descriptors (float32, or packed uint8 for binary ones).
         region: ``(H, W)`` bool keypoint region (field of view AND mask).
-        vessels: :func:`fundusfeat.geometry.verification.vessel_image` of the image.
+        vessels: :func:`fundusfeat.geometry.verification.vessel_image` of the image: a
+            float32 ``(h, w)`` map at :data:`~fundusfeat.geometry.verification.PHOTOMETRIC_SIDE`
+            px and its resize factors ``(sx, sy)`` from input px.
+        fov: the image's :class:`~fundusfeat.features.fov.FieldOfView` (mask ``(H, W)``
+            at the input scale; estimated even where a detector setting keeps keypoints
+            outside it).
     """
 
     keypoints: Sequence[cv2.KeyPoint]
@@ -82,6 +92,7 @@ class ImageFeatures:
     desc: np.ndarray
     region: np.ndarray
     vessels: tuple[np.ndarray, tuple[float, float]]
+    fov: FieldOfView
 
     @property
     def size(self) -> tuple[int, int]:
@@ -247,7 +258,8 @@ def _check_inputs(img: Any, mask: Any, index: int) -> tuple[np.ndarray, np.ndarr
 def image_features(
     detector: Any, images: Sequence[Any], masks: Sequence[Any]
 ) -> list[ImageFeatures]:
-    """:class:`ImageFeatures` of images, each validated once.
+    """:class:`ImageFeatures` of images, each validated once and its field of view
+    estimated once.
 
     An ``R2D2Fundus`` prepares the images itself (errors name ``img1``, ``mask1``, ...)
     and extracts them in one call (batched on CUDA); any other detector gets the
@@ -267,13 +279,15 @@ def image_features(
                 desc=feats.desc,
                 region=prep.region,
                 vessels=vessel_image(prep.image),
+                fov=prep.fov if prep.fov is not None else estimate_fov_checked(prep.image),
             )
             for prep, feats in zip(prepared, core.extract(prepared), strict=True)
         ]
     out = []
     for i, (img, mask) in enumerate(zip(images, masks, strict=True), 1):
         im, m = _check_inputs(img, mask, i)
-        region = estimate_fov_checked(im).mask
+        fov = estimate_fov_checked(im)
+        region = fov.mask
         if m is not None:
             region = region & m
         kps, desc = detector.detectAndCompute(im, None if m is None else m.astype(np.uint8) * 255)
@@ -282,7 +296,7 @@ def image_features(
             kps, desc = (), np.empty((0, detector.descriptorSize() or 1), np.float32)
         out.append(
             ImageFeatures(
-                kps, keypoints_to_array(kps).astype(np.float64), desc, region, vessel_image(im)
+                kps, keypoints_to_array(kps).astype(np.float64), desc, region, vessel_image(im), fov
             )
         )
     return out
