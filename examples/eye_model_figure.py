@@ -28,7 +28,8 @@ import numpy as np
 import fundusfeat
 from fundusfeat.evaluation.eye import EYE_PRESETS, make_eye_pair
 from fundusfeat.evaluation.metrics import pair_error
-from fundusfeat.geometry.transforms import Transform, homography_transform, warp_to
+from fundusfeat.geometry.transforms import Transform, homography_transform
+from fundusfeat.geometry.warp import warp_to
 from fundusfeat.io import figures as viz
 from fundusfeat.io.demo import load_demo_pair
 from fundusfeat.io.images import read_image

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from fundusfeat.evaluation.seams import seam_step
-from fundusfeat.geometry.transforms import ProjectiveTransform, fit
+from fundusfeat.geometry.fitting import fit
+from fundusfeat.geometry.transforms import ProjectiveTransform
 from fundusfeat.pipeline.canvas import RIM_PX, blend, canvas_bounds, shifted, warp_into
 
 SOURCE = 1536

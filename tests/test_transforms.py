@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fundusfeat.geometry import fitting as F
 from fundusfeat.geometry import transforms as T
 from fundusfeat.geometry.homography import scaling, transform_points
 
@@ -74,7 +75,7 @@ def test_warp_equals_warp_perspective(retina):
 
 
 def test_quadratic_warp_samples_where_apply_says(retina):
-    q = T.fit("quadratic", *_quadratic_points(_quadratic(), 200))
+    q = F.fit("quadratic", *_quadratic_points(_quadratic(), 200))
     out = q.warp(retina.astype(np.float32), (384, 384))
     p = np.array([[150.0, 170.0]])
     x, y = q.apply(p)[0]
@@ -91,7 +92,7 @@ def test_quadratic_fit_recovers_a_known_warp():
     truth = _quadratic()
     p1, p2 = _quadratic_points(truth, 300)
     for threshold in (None, 3.0):
-        fitted = T.fit("quadratic", p1, p2, threshold)
+        fitted = F.fit("quadratic", p1, p2, threshold)
         grid = np.random.default_rng(2).uniform(40, 360, (100, 2))
         np.testing.assert_allclose(fitted.apply(grid), truth.apply(grid), atol=1e-6)
 
@@ -103,27 +104,27 @@ def test_robust_fits_ignore_outliers(model):
     p1 = rng.uniform(40, 760, (200, 2))
     p2 = truth.apply(p1)
     p2[:40] += rng.uniform(-80, 80, (40, 2))  # 20 % gross outliers
-    fitted = T.fit(model, p1, p2, threshold=3.0)
+    fitted = F.fit(model, p1, p2, threshold=3.0)
     err = np.linalg.norm(fitted.apply(p1[40:]) - truth.apply(p1[40:]), axis=1)
     assert np.median(err) < 0.1
-    plain = T.fit(model, p1, p2)  # least squares: pulled by the outliers
+    plain = F.fit(model, p1, p2)  # least squares: pulled by the outliers
     assert np.median(np.linalg.norm(plain.apply(p1[40:]) - p2[40:], axis=1)) > np.median(err)
 
 
 def test_fit_needs_enough_points():
-    assert T.fit("homography", np.zeros((3, 2)), np.zeros((3, 2))) is None
-    assert T.fit("quadratic", np.ones((6, 2)), np.ones((6, 2))) is None  # degenerate
+    assert F.fit("homography", np.zeros((3, 2)), np.zeros((3, 2))) is None
+    assert F.fit("quadratic", np.ones((6, 2)), np.ones((6, 2))) is None  # degenerate
     with pytest.raises(ValueError, match="model"):
-        T.fit("spline", np.zeros((10, 2)), np.zeros((10, 2)))
+        F.fit("spline", np.zeros((10, 2)), np.zeros((10, 2)))
     with pytest.raises(ValueError, match="length"):
-        T.fit("affine", np.zeros((10, 2)), np.zeros((9, 2)))
+        F.fit("affine", np.zeros((10, 2)), np.zeros((9, 2)))
 
 
 def test_pure_homography_pairs_choose_the_homography():
     rng = np.random.default_rng(4)
     p1 = rng.uniform(0, 800, (400, 2))
     p2 = transform_points(H_MILD, p1) + rng.normal(0, 0.7, (400, 2))
-    choice = T.choose_model(p1, p2)
+    choice = F.choose_model(p1, p2)
     assert choice.model == "homography"
     assert set(choice.held_out) == {"homography", "quadratic"}
 
@@ -132,14 +133,14 @@ def test_curved_pairs_choose_the_quadratic():
     truth = _quadratic()
     p1, p2 = _quadratic_points(truth, 400)
     p2 = p2 + np.random.default_rng(5).normal(0, 0.5, p2.shape)
-    choice = T.choose_model(p1, p2)
+    choice = F.choose_model(p1, p2)
     assert choice.model == "quadratic"
     assert choice.held_out["quadratic"] < 0.9 * choice.held_out["homography"]
 
 
 def test_too_few_points_keep_the_simplest_model():
     p1, p2 = _quadratic_points(_quadratic(), 20)
-    assert T.choose_model(p1, p2) == T.ModelChoice("homography", {})
+    assert F.choose_model(p1, p2) == F.ModelChoice("homography", {})
 
 
 @pytest.mark.parametrize("transform", _every_model(), ids=lambda t: t.model)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fundusfeat.geometry.transforms import warp_to
+from fundusfeat.geometry.warp import warp_to
 from fundusfeat.io import figures as viz
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from fundusfeat.geometry.transforms import MODELS, ModelChoice, Transform, choose_model, fit
+from fundusfeat.geometry.fitting import ModelChoice, choose_model, fit
+from fundusfeat.geometry.transforms import MODELS, Transform
 
 GUIDED_CANDIDATES = 6
 """Keypoints of the other image considered per keypoint by :func:`guided_match`."""
@@ -203,7 +204,7 @@ def refine(
     then shrinking to three times the 90th-percentile inlier residual, never below the
     threshold), each followed by a robust refit, continue while the inlier set grows.
     With ``model="auto"`` this is done with a homography, then
-    :func:`fundusfeat.geometry.transforms.choose_model` compares the homography and the quadratic
+    :func:`fundusfeat.geometry.fitting.choose_model` compares the homography and the quadratic
     model by held-out residual on the inliers, and a chosen quadratic gets its own
     rounds (it reaches matches the homography's error kept out of the radius).
 

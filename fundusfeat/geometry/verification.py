@@ -37,7 +37,9 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from fundusfeat.geometry.transforms import Transform, fit
+from fundusfeat.geometry.fitting import fit
+from fundusfeat.geometry.transforms import Transform
+from fundusfeat.geometry.warp import overlap
 from fundusfeat.io.arrays import points_in_mask, resize_long_side, to_uint8
 
 DEFAULT_THRESHOLD = 0.5
@@ -187,11 +189,11 @@ def vessel_correlation(
     (v1, f1), (v2, f2) = vessels1, vessels2
     small = transform.in_original_pixels((1 / f1[0], 1 / f1[1]), (1 / f2[0], 1 / f2[1]))
     h, w = v1.shape
-    r1 = cv2.resize(region1.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    r1 = cv2.resize(region1.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     r2 = cv2.resize(region2.astype(np.uint8), v2.shape[::-1], interpolation=cv2.INTER_NEAREST)
     warped = small.warp(v2, (w, h))
-    seen = small.warp(r2 * np.uint8(255), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-    both = cv2.erode((r1 & seen).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    both = overlap(small, r1, r2).astype(np.uint8)
+    both = cv2.erode(both, np.ones((5, 5), np.uint8)) > 0
     if both.sum() < _MIN_OVERLAP_PIXELS:
         return 0.0
     a, b = v1[both], warped[both]

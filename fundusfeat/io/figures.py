@@ -9,7 +9,7 @@ Conventions:
   homography ``H`` (``p2 ~ H @ [x1, y1, 1]``, pixel centres at integer coordinates, x
   before y) as returned by :func:`fundusfeat.estimate_projective` and
   ``cv2.findHomography(src=kps1, dst=kps2)``.
-  :func:`fundusfeat.geometry.transforms.warp_to` uses it to bring image 2 into image 1's
+  :func:`fundusfeat.geometry.warp.warp_to` uses it to bring image 2 into image 1's
   frame, which is what :func:`checkerboard` and :func:`overlay` compare.
 
 These helpers need only OpenCV and numpy (no matplotlib).
@@ -294,7 +294,7 @@ def checkerboard(img1: np.ndarray, img2_warped: np.ndarray, tiles: int = 8) -> n
     Args:
         img1: image 1.
         img2_warped: image 2 in image 1's frame
-            (:func:`~fundusfeat.geometry.transforms.warp_to`), same height and width.
+            (:func:`~fundusfeat.geometry.warp.warp_to`), same height and width.
         tiles: number of tiles along each side (>= 1).
 
     Returns:
@@ -320,7 +320,7 @@ def overlay(img1: np.ndarray, img2_warped: np.ndarray) -> np.ndarray:
     Args:
         img1: image 1.
         img2_warped: image 2 in image 1's frame
-            (:func:`~fundusfeat.geometry.transforms.warp_to`), same height and width.
+            (:func:`~fundusfeat.geometry.warp.warp_to`), same height and width.
 
     Returns:
         (H, W, 3) uint8 BGR image: B = R = green channel of ``img2_warped``, G = green

@@ -16,6 +16,7 @@ import numpy as np
 from fundusfeat.features.fov import FieldOfView, estimate_fov_checked
 from fundusfeat.geometry.transforms import Transform
 from fundusfeat.geometry.verification import vessel_image
+from fundusfeat.geometry.warp import overlap
 from fundusfeat.io.arrays import resize_image, to_unit_float
 from fundusfeat.io.validation import validate_image
 
@@ -229,19 +230,19 @@ def align_to_frame(
     a = frame.image
     warped = small.warp(to_unit_float(small2).astype(np.float32), (w, h))
     m2 = cv2.resize(mask2.astype(np.uint8), small2.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-    seen = small.warp(m2, (w, h), interpolation=cv2.INTER_NEAREST)
-    inside = cv2.distanceTransform(frame.fov & seen, cv2.DIST_L2, 3)
-    overlap = inside > max(1.0, rim * frame.diameter)
+    both = overlap(small, frame.fov, m2).astype(np.uint8)
+    inside = cv2.distanceTransform(both, cv2.DIST_L2, 3)
+    common = inside > max(1.0, rim * frame.diameter)
     window = max(2.0, sigma * frame.diameter)
     clipped = clipped_channels(a, warped)
-    base = overlap & ~frame.vessels
+    base = common & ~frame.vessels
     fit = base[..., None] & ~clipped
     aligned = match_illumination(warped, a, fit, window)
-    aligned[~overlap] = 0.0
+    aligned[~common] = 0.0
     support = masked_blur(fit.astype(np.float32), base.astype(np.float32), window)
     weights = channel_weights(a, warped, clipped, support)
     reflections = weights.sum(axis=2) == 0
-    return Alignment(a, aligned, overlap, frame.vessels, reflections, weights, f1, frame.diameter)
+    return Alignment(a, aligned, common, frame.vessels, reflections, weights, f1, frame.diameter)
 
 
 def align_visits(

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from fundusfeat.geometry.transforms import ProjectiveTransform, QuadraticTransform, Transform
+from fundusfeat.geometry.warp import resample
 from fundusfeat.pipeline.exposure import fit_gains, gain_map
 
 MAX_CANVAS_PIXELS = 60_000_000
@@ -40,10 +41,6 @@ field covers it, the seams give it to that field."""
 SEAM_PIXELS = 160_000
 """The seam finder runs on a copy of the canvas reduced to about this many pixels
 (so does the exposure compensator)."""
-
-MAP_STEP = 8
-"""Non-projective warps: the inverse map is computed every this many pixels and
-interpolated bilinearly (``cv2.resize``) in between."""
 
 
 def _contour(mask: np.ndarray) -> np.ndarray:
@@ -117,36 +114,6 @@ def shifted(transform: Transform, offset: tuple[float, float]) -> Transform:
     raise TypeError(f"transform: cannot shift a {type(transform).__name__}")
 
 
-def _inverse_maps(
-    transform: Transform, rect: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(map_x, map_y)`` float32 ``(height, width)`` image px of each frame px of
-    ``rect``, from the inverse on a :data:`MAP_STEP` grid (bilinear in between)."""
-    x, y, width, height = rect
-    gw, gh = width // MAP_STEP + 2, height // MAP_STEP + 2
-    ys, xs = np.mgrid[0:gh, 0:gw] * MAP_STEP
-    grid = np.stack([xs.ravel() + x, ys.ravel() + y], axis=1).astype(np.float64)
-    src = transform.inverse(grid).astype(np.float32).reshape(gh, gw, 2)
-    src[~np.isfinite(src)] = -1e6
-    big = _node_aligned_resize(src, MAP_STEP)
-    return big[:height, :width, 0].copy(), big[:height, :width, 1].copy()
-
-
-def _node_aligned_resize(grid: np.ndarray, step: int) -> np.ndarray:
-    """Bilinear upsampling of ``(gh, gw, C)`` nodes at multiples of ``step`` to every pixel."""
-    gh, gw = grid.shape[:2]
-    h, w = (gh - 1) * step + 1, (gw - 1) * step + 1
-    fy = np.arange(h) / step
-    fx = np.arange(w) / step
-    iy = np.minimum(fy.astype(int), gh - 2)
-    ix = np.minimum(fx.astype(int), gw - 2)
-    ty = (fy - iy)[:, None, None].astype(np.float32)
-    tx = (fx - ix)[None, :, None].astype(np.float32)
-    top = grid[iy][:, ix] * (1 - tx) + grid[iy][:, ix + 1] * tx
-    bottom = grid[iy + 1][:, ix] * (1 - tx) + grid[iy + 1][:, ix + 1] * tx
-    return top * (1 - ty) + bottom * ty
-
-
 def warp_into(
     image: np.ndarray,
     mask: np.ndarray,
@@ -158,26 +125,24 @@ def warp_into(
     Args:
         image: ``(H, W[, C])`` image.
         mask: ``(H, W)`` bool mask of its valid pixels.
-        transform: image px -> frame px (projective: ``Transform.warp`` of the inverse
-            composed with the rectangle's offset, i.e. ``cv2.warpPerspective``; other
-            models: ``cv2.remap`` of the inverse, computed on a grid).
+        transform: image px -> frame px (:func:`fundusfeat.geometry.warp.resample` of
+            its inverse: ``cv2.warpPerspective`` for a projective transform, else a
+            sampling map on a refined grid).
         rect: the part of the frame to fill.
 
     Returns:
         ``(warped (height, width[, C]) of image's dtype, warped_mask (height, width) bool)``.
     """
     x, y, width, height = rect
-    if isinstance(transform, ProjectiveTransform):
-        shift = np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
-        back = ProjectiveTransform(np.linalg.inv(transform.matrix) @ shift)  # rect -> image
-        warped = back.warp(image, (width, height))
-        warped_mask = back.warp(mask.astype(np.uint8), (width, height), cv2.INTER_NEAREST)
-    else:
-        mx, my = _inverse_maps(transform, rect)
-        warped = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        warped_mask = cv2.remap(
-            mask.astype(np.uint8), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT
-        )
+    warped = resample(image, transform, (width, height), inverse=True, offset=(x, y))
+    warped_mask = resample(
+        mask.astype(np.uint8),
+        transform,
+        (width, height),
+        inverse=True,
+        offset=(x, y),
+        interpolation=cv2.INTER_NEAREST,
+    )
     return warped, warped_mask > 0
 
 

@@ -40,7 +40,8 @@ import numpy as np
 
 from fundusfeat.features.feature2d import R2D2Fundus
 from fundusfeat.features.fov import FieldOfView
-from fundusfeat.geometry.transforms import Transform, fit
+from fundusfeat.geometry.fitting import compose
+from fundusfeat.geometry.transforms import Transform
 from fundusfeat.pipeline.alignment import (
     Alignment,
     BaselineFrame,
@@ -466,24 +467,11 @@ def compare_aligned(
 
 
 def chain(first: Transform, second: Transform, shape: tuple[int, int]) -> Transform | None:
-    """``second`` after ``first`` (baseline -> previous -> visit), refitted on a grid.
-
-    Args:
-        first: baseline px -> previous visit px.
-        second: previous visit px -> this visit px.
-        shape: ``(H, W)`` of the baseline.
-
-    Returns:
-        A transform of ``second.model`` fitted (least squares) to a 32 x 32 grid of the
-        baseline mapped through both, or None when undefined.
-    """
+    """``second`` after ``first`` (baseline -> previous -> visit) over the baseline:
+    :func:`~fundusfeat.geometry.fitting.compose` on a 32 x 32 grid of the ``(H, W)``
+    image, or None when undefined."""
     h, w = shape
-    ys, xs = np.mgrid[0 : h - 1 : 32j, 0 : w - 1 : 32j]
-    grid = np.stack([xs.ravel(), ys.ravel()], 1)
-    mapped = second.apply(first.apply(grid))
-    ok = np.isfinite(mapped).all(axis=1)
-    model = "quadratic" if "quadratic" in (first.model, second.model) else "homography"
-    return fit(model, grid[ok], mapped[ok])
+    return compose(first, second, (0.0, 0.0, w - 1.0, h - 1.0))
 
 
 def compare_series(
