@@ -2,7 +2,7 @@
 
 An eye-model pair (``fundusfeat.evaluation.eye``: a spherical retina photographed from
 two displaced camera positions through a distorting lens) has no true homography. This
-script registers one such pair with ``register(model="homography")`` and with the default
+script registers one such pair with ``register(transform_model="homography")`` and with the default
 model choice, and compares both with the *oracle* homography (the best homography that
 exists for the pair, fitted to the true correspondences). It prints each transform's
 mean control-point error and its worst residual over the overlap, and writes a figure of
@@ -103,7 +103,7 @@ def main() -> int:
 
     detector = fundusfeat.R2D2Fundus.create()
     homography = fundusfeat.register(
-        pair.image1, pair.image2, detector=detector, model="homography"
+        pair.image1, pair.image2, detector=detector, transform_model="homography"
     )
     chosen = fundusfeat.register(pair.image1, pair.image2, detector=detector)
     if not (homography.success and chosen.success):
@@ -111,7 +111,7 @@ def main() -> int:
         return 1
     rows = [
         ("oracle homography", homography_transform(pair.H_oracle)),
-        ("register(model='homography')", homography.transform),
+        ("register(transform_model='homography')", homography.transform),
         (f"register() -> {chosen.transform.model}", chosen.transform),
     ]
     grid, worst_residuals = residual_map(homography.transform, pair)

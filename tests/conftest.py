@@ -6,6 +6,9 @@ a fresh clone runs the whole suite without ``../shared``.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from fundusfeat import R2D2Fundus
 from fundusfeat.features import models
 from fundusfeat.io.demo import load_demo_pair
+from fundusfeat.io.user_cache import ENV_CACHE_DIR
 from fundusfeat.training.warps import PhotoRange
 
 NO_PHOTO = PhotoRange(
@@ -44,6 +48,20 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile("fundusfeat")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The user's cache dir of every test (and of the commands they start) is a folder of
+    the run's own, removed at the end: the suite leaves nothing in the home or the system
+    temporary folder."""
+    config._fundusfeat_cache = tempfile.mkdtemp(prefix="fundusfeat-tests-cache-")
+    os.environ[ENV_CACHE_DIR] = config._fundusfeat_cache
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = getattr(config, "_fundusfeat_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -115,6 +115,53 @@ def test_killed_run_restarts_to_identical_rows(serial, tmp_path, small_detector,
     assert _rows(out) == _rows(serial[0])
 
 
+def test_default_cache_is_reused_by_the_rerun_and_removed_when_done(
+    serial, tmp_path, small_detector, cohort
+):
+    """No --cache: the features live under the user's cache dir (the suite points it at
+    a folder of its own), an interrupted run leaves them for the rerun, a complete run
+    removes them."""
+    from fundusfeat.pipeline.batch import default_cache
+
+    out = tmp_path / "results.csv"
+    cache = default_cache(out)
+    assert str(cache).startswith(os.environ["FUNDUSFEAT_CACHE_DIR"])
+    seen = []
+
+    def die_after_two(pair, result):
+        seen.append(pair)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        register_dataset(cohort, out, small_detector, on_result=die_after_two)
+    assert len(list(cache.glob("*.npz"))) == 6
+    summary = register_dataset(cohort, out, small_detector)
+    assert summary.images_detected == 0 and summary.images_cached >= 4
+    assert _rows(out) == _rows(serial[0])
+    assert not cache.exists()
+
+
+def test_extra_input_columns_are_carried(serial, tmp_path, small_detector, cohort):
+    table = tmp_path / "pairs.csv"
+    lines = cohort.read_text().splitlines()
+    rows = [f"eye,{lines[0]},success,note"]
+    rows += [f'E{i % 2},{line},yes,"a, b"' for i, line in enumerate(lines[1:])]
+    table.write_text("\n".join(rows) + "\n")
+    for p in cohort.parent.iterdir():
+        if p.suffix == ".jpg":
+            (tmp_path / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "results.csv"
+    register_dataset(table, out, small_detector)
+    header = out.read_text().splitlines()[0].split(",")
+    assert tuple(header) == (*COLUMNS, "eye", "input_success", "note")
+    got = _rows(out)
+    for key, row in _rows(serial[0]).items():
+        assert {k: got[key][k] for k in COLUMNS} == row
+        assert got[key]["input_success"] == "yes" and got[key]["note"] == "a, b"
+    assert sorted(r["eye"] for r in got.values()) == ["E0", "E0", "E0", "E1", "E1", "E1"]
+
+
 def test_workers_give_the_same_rows(serial, tmp_path, small_detector, cohort):
     out = tmp_path / "results.csv"
     register_dataset(cohort, out, small_detector, workers=2)

@@ -98,3 +98,28 @@ def test_compare_finds_each_fov_once(monkeypatch, counts):
     _count_detections(monkeypatch, det, counts)
     assert fundusfeat.compare(img1, img2, detector=det).success
     assert counts == {"fov": 2, "detect": 2}
+
+
+def test_transform_model_keyword_and_its_deprecated_name(demo_pair, detector):
+    """``transform_model=`` chooses the transform; ``model=`` (the network's name in
+    R2D2Fundus.create) still works for register/montage/compare, with a warning."""
+    from fundusfeat.pipeline.register import make_options
+
+    img1, img2, _ = demo_pair
+    res = fundusfeat.register(img1, img2, detector=detector, transform_model="homography")
+    assert res.transform is None or res.transform.model == "homography"
+    with pytest.warns(DeprecationWarning, match="transform_model"):
+        old = fundusfeat.register(img1, img2, detector=detector, model="homography")
+    assert old.success == res.success and old.confidence == res.confidence
+    with pytest.warns(DeprecationWarning):
+        assert make_options("compare", model="quadratic").transform_model == "quadratic"
+    with pytest.raises(TypeError, match="transform_model only"):
+        fundusfeat.register(
+            img1, img2, detector=detector, model="homography", transform_model="quadratic"
+        )
+    with pytest.raises(TypeError, match="unexpected"):
+        fundusfeat.register(img1, img2, detector=detector, modle="homography")
+    with pytest.raises(ValueError, match="transform_model"):
+        fundusfeat.montage([img1, img2], detector=detector, transform_model="cubic")
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="transform_model"):
+        fundusfeat.montage([img1, img2], detector=detector, model="cubic")

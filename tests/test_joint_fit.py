@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from fundusfeat.geometry.homography import transform_points
-from fundusfeat.geometry.joint_fit import fit_jointly
+from fundusfeat.geometry.joint_fit import Edge, fit_jointly
 from fundusfeat.geometry.transforms import QuadraticTransform
 
 
@@ -35,7 +37,7 @@ def _scene(rng: np.random.Generator, noise: float = 0.3):
             if inside.sum() >= 30:
                 pi_n = pi[inside] + rng.normal(0, noise, (inside.sum(), 2))
                 pj_n = pj[inside] + rng.normal(0, noise, (inside.sum(), 2))
-                edges.append((i, j, pi_n, pj_n))
+                edges.append(Edge(i, j, pi_n, pj_n))
     return truth, edges
 
 
@@ -80,8 +82,8 @@ def test_homographies_recovered_from_all_pairs():
 def test_inconsistent_edge_dropped():
     rng = np.random.default_rng(1)
     truth, edges = _scene(rng)
-    i, j, pi, pj = edges[-1]
-    edges[-1] = (i, j, pi, pj + np.array([40.0, -25.0]))  # a wrong registration
+    e = edges[-1]
+    edges[-1] = replace(e, points_j=e.points_j + np.array([40.0, -25.0]))  # a wrong registration
     fit = fit_jointly(_start(truth, rng), edges, 0)
     assert fit.dropped == (len(edges) - 1,)
     assert fit.residuals[len(edges) - 1] > 20
@@ -93,8 +95,9 @@ def test_quadratic_fits_a_curved_map():
     truth, edges = _scene(rng, noise=0.0)
     bend = np.array([[3e-4, 0.0, 0.0], [0.0, 2e-4, 0.0]])  # a curvature a homography lacks
     curved = []
-    for i, j, pi, pj in edges:
-        curved.append((i, j, pi, pj + (bend @ np.c_[pj**2 / 500.0, np.ones(len(pj))].T).T))
+    for e in edges:
+        pj = e.points_j
+        curved.append(replace(e, points_j=pj + (bend @ np.c_[pj**2 / 500.0, np.ones(len(pj))].T).T))
     h_fit = fit_jointly(truth, curved, 0, model="homography")
     q_fit = fit_jointly(truth, curved, 0, model="quadratic")
     assert isinstance(q_fit.transforms[1], QuadraticTransform)

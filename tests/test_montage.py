@@ -101,8 +101,8 @@ def test_bad_images(images, error, match):
 
 def test_bad_options(fields):
     two = fields.images[:2]
-    with pytest.raises(ValueError, match="model"):
-        montage(two, model="cubic")
+    with pytest.raises(ValueError, match="transform_model"):
+        montage(two, transform_model="cubic")
     with pytest.raises(ValueError, match="reference"):
         montage(two, reference=5)
     with pytest.raises(TypeError, match="detector"):

@@ -105,7 +105,9 @@ def test_register_chooses_the_quadratic_on_a_curved_retina(eye_pair, full_detect
     error = pair_error(auto.transform, eye_pair.points_fixed, eye_pair.points_moving)
     oracle = pair_error(eye_pair.H_oracle, eye_pair.points_fixed, eye_pair.points_moving)
     assert auto.transform.model == "quadratic" and error < oracle
-    homography = register(eye_pair.image1, eye_pair.image2, detector=detector, model="homography")
+    homography = register(
+        eye_pair.image1, eye_pair.image2, detector=detector, transform_model="homography"
+    )
     assert homography.transform.model == "homography"
     assert error <= pair_error(homography.transform, eye_pair.points_fixed, eye_pair.points_moving)
     np.testing.assert_allclose(auto.H, auto.transform.homography())

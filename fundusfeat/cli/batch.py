@@ -28,13 +28,19 @@ def add_register_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         "register-batch",
         help="register a table of pairs (each image detected once; resumable; parallel)",
         description="Register every pair of a CSV table (columns image1,image2, paths "
-        "relative to the table) or of a folder of <name>_1/<name>_2 images. Each image is "
-        "detected once (features cached by content and detector settings); a row is "
-        "written as each pair finishes; a rerun with the same --out skips the done pairs.",
+        "relative to the table; other columns are copied to the output) or of a folder "
+        "of <name>_1/<name>_2 images. Each image is detected once (features cached by "
+        "content and detector settings); a row is written as each pair finishes; a rerun "
+        "with the same --out skips the done pairs.",
     )
     p.add_argument("pairs", type=Path, help="CSV table or folder of <name>_1/<name>_2 images")
     p.add_argument("--out", type=Path, required=True, help="results CSV (appended to)")
-    p.add_argument("--cache", type=Path, help="feature cache folder (default: temporary)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        help="feature cache folder, kept (default: one under the user's cache dir, reused "
+        "by a rerun of an interrupted run, removed when the run completes)",
+    )
     p.add_argument("--workers", type=positive_int, default=1, help="processes on this machine")
     p.add_argument("--dask", metavar="ADDRESS", help="local:N (a LocalCluster) or tcp://host:port")
     p.add_argument(
@@ -65,7 +71,7 @@ def run_register_batch(args: argparse.Namespace) -> int:
     from fundusfeat.pipeline.batch import BatchInputError, register_dataset
     from fundusfeat.pipeline.register import Options
 
-    options = {"method": args.method, "model": args.transform}
+    options = {"method": args.method, "transform_model": args.transform}
     try:
         opts = Options(**{k: v for k, v in options.items() if v is not None})
     except (ValueError, TypeError) as exc:

@@ -28,7 +28,7 @@ from fundusfeat.evaluation import (
     report,
 )
 from fundusfeat.evaluation.fire import load_fire
-from fundusfeat.evaluation.pipeline import pipeline_table, time_pipelines
+from fundusfeat.evaluation.registration_time import pipeline_table, time_pipelines
 from fundusfeat.evaluation.runner import oracle_results, run_evaluation
 from fundusfeat.evaluation.shift import SHIFTS, shift_repeatability
 from fundusfeat.evaluation.sources import benchmark_images

@@ -149,7 +149,7 @@ def run_montage(args: argparse.Namespace) -> int:
             images,
             reference=args.reference,
             detector=detector,
-            model=args.transform,
+            transform_model=args.transform,
             threshold=args.threshold,
             max_pixels=args.max_pixels,
             progress=progress,

@@ -114,7 +114,7 @@ def make_detector(args: argparse.Namespace) -> Any:
 
 def registration_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``register()`` keyword arguments the options set (``--method``, ``--transform``)."""
-    options = {"method": args.method, "model": args.transform}
+    options = {"method": args.method, "transform_model": args.transform}
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -54,6 +54,7 @@ from fundusfeat.evaluation.report import markdown
 from fundusfeat.evaluation.synthetic import named_preset
 from fundusfeat.features.fov import estimate_fov
 from fundusfeat.io.images import read_image
+from fundusfeat.io.progress import Progress
 from fundusfeat.pipeline.alignment import align_visits
 from fundusfeat.pipeline.changes import ChangeParams, changes_from_maps, difference_maps
 from fundusfeat.pipeline.register import register
@@ -105,8 +106,6 @@ GRID = {
     "min_radius": (0.0015, 0.002),
 }
 """The calibration grid (``low <= high`` combinations only)."""
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)

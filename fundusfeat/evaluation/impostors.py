@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from fundusfeat.evaluation.metrics import pair_error
-from fundusfeat.evaluation.runner import Progress, Registrar, result_transform
+from fundusfeat.evaluation.runner import Registrar, result_transform
 from fundusfeat.io.images import read_image
+from fundusfeat.io.progress import Progress
 
 KINDS = ("different", "mirrored", "mirror-self", "crops", "rotations")
 CROP_FRACTION = 0.42

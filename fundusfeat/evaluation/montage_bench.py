@@ -52,6 +52,7 @@ from fundusfeat.evaluation.seams import seam_step
 from fundusfeat.geometry.transforms import ProjectiveTransform, Transform
 from fundusfeat.io.arrays import resize_long_side
 from fundusfeat.io.images import read_image
+from fundusfeat.io.progress import Progress
 from fundusfeat.pipeline.canvas import blend
 from fundusfeat.pipeline.montage import montage
 from fundusfeat.pipeline.register import register
@@ -59,8 +60,6 @@ from fundusfeat.pipeline.register import register
 METHODS = ("montage", "tree", "star", "stitcher")
 DEFAULT_SIZE = 1024
 """Long side (px) the source photographs are resized to: fields of about 1024 px."""
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,9 @@ def benchmark_set(
     """Every method of ``methods`` on one field set (``model``: the montage's)."""
     rows = []
     if "montage" in methods or "tree" in methods:
-        m, seconds, peak = measured(lambda: montage(fs.images, detector=detector, model=model))
+        m, seconds, peak = measured(
+            lambda: montage(fs.images, detector=detector, transform_model=model)
+        )
         if "montage" in methods:
             row = _row(name, "montage", fs, m.transforms, seconds, peak)
             rows.append(replace(row, **seam_ratios(m, fs)))
@@ -263,7 +264,7 @@ def impostor_test(
 ) -> ImpostorResult:
     """Add a field of another eye to the set: is it left unplaced?"""
     images = [*fs.images, other]
-    m = montage(images, detector=detector, model=model, blend_fields=False)
+    m = montage(images, detector=detector, transform_model=model, blend_fields=False)
     return ImpostorResult(name, not m.placed[-1], m.reasons[-1], sum(m.placed[:-1]), len(fs.images))
 
 

@@ -213,5 +213,5 @@ def make_registrar(
     if estimator is not None:
         kwargs["method"] = estimator
     if transform is not None:
-        kwargs["model"] = transform
+        kwargs["transform_model"] = transform
     return partial(register, **kwargs)

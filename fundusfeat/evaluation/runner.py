@@ -27,6 +27,7 @@ from fundusfeat.evaluation.metrics import pair_error
 from fundusfeat.evaluation.pairs import EvalPair
 from fundusfeat.geometry.transforms import Transform, homography_transform
 from fundusfeat.io.arrays import resize_long_side
+from fundusfeat.io.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ class RegistrationLike(Protocol):
 
 Registrar = Callable[[np.ndarray, np.ndarray], RegistrationLike]
 """A method: ``(img1, img2) -> result`` whose ``H`` maps img1 pixels onto img2."""
-
-Progress = Callable[[int, int, str], None]
-"""Progress callback ``(done, total, label)``, called after each registration."""
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,33 @@ DEFAULT_DROP_PX = 5.0
 """Median residual (montage px) above which an edge is inconsistent with the joint fit
 (and above 3x the median over all edges)."""
 
-EdgePoints = tuple[int, int, np.ndarray, np.ndarray]
-"""``(i, j, points_i, points_j)``: ``(N, 2)`` correspondences between fields i and j."""
+
+@dataclass(frozen=True)
+class Edge:
+    """A registration between fields ``i`` and ``j``: what the joint fit takes, and what
+    the montage's field graph keeps of a verified pair.
+
+    Attributes:
+        i, j: field indices.
+        points_i, points_j: ``(N, 2)`` corresponding points (field-i px, field-j px), the
+            pair's inliers.
+        transform: field i px -> field j px (the pairwise registration), or None.
+        confidence: the registration's confidence in [0, 1].
+        inliers: the registration's inlier count.
+    """
+
+    i: int
+    j: int
+    points_i: np.ndarray
+    points_j: np.ndarray
+    transform: Transform | None = None
+    confidence: float = 1.0
+    inliers: int = 0
+
+
+def _unpacked(edges: Sequence[Edge]) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    return [(e.i, e.j, e.points_i, e.points_j) for e in edges]
+
 
 _NPARAMS = {"homography": 8, "quadratic": 12}
 
@@ -92,11 +117,12 @@ class _Problem:
     def __init__(
         self,
         model: str,
-        edges: Sequence[EdgePoints],
+        edges: Sequence[Edge],
         norms: Mapping[int, _Norm],
         free: Sequence[int],
         frame: _Norm,
     ) -> None:
+        edges = _unpacked(edges)
         self.model, self.edges, self.norms, self.frame = model, edges, norms, frame
         self.column = {k: n * _NPARAMS[model] for n, k in enumerate(free)}
         self.fixed: dict[int, np.ndarray] = {}  # reference: montage pixels as is
@@ -197,25 +223,23 @@ class _Problem:
         return out
 
 
-def _median_residuals(
-    transforms: Mapping[int, Transform], edges: Sequence[EdgePoints]
-) -> list[float]:
+def _median_residuals(transforms: Mapping[int, Transform], edges: Sequence[Edge]) -> list[float]:
     return [
         float(np.median(np.linalg.norm(transforms[i].apply(pi) - transforms[j].apply(pj), axis=1)))
-        for i, j, pi, pj in edges
+        for i, j, pi, pj in _unpacked(edges)
     ]
 
 
 def _solve(
     model: str,
     transforms: dict[int, Transform],
-    edges: Sequence[EdgePoints],
+    edges: Sequence[Edge],
     reference: int,
     loss_scale: float,
 ) -> float:
     """One robust fit of every field of ``edges`` (``transforms`` updated in place)."""
     points: dict[int, list[np.ndarray]] = {}
-    for i, j, pi, pj in edges:
+    for i, j, pi, pj in _unpacked(edges):
         points.setdefault(i, []).append(pi)
         points.setdefault(j, []).append(pj)
     free = sorted(set(points) - {reference})
@@ -240,7 +264,7 @@ def _solve(
 
 def fit_jointly(
     initial: Mapping[int, np.ndarray],
-    edges: Sequence[EdgePoints],
+    edges: Sequence[Edge],
     reference: int,
     *,
     model: str = "homography",
@@ -254,7 +278,7 @@ def fit_jointly(
         initial: ``{field: (3, 3) homography}`` start (field px -> montage px, e.g.
             composed along a spanning tree); must hold ``reference`` and every field of
             ``edges``.
-        edges: :data:`EdgePoints` of the verified edges.
+        edges: the verified :class:`Edge` s.
         reference: the field whose transform stays the identity.
         model: per-field model, one of :data:`FIELD_MODELS` (the quadratic starts from
             the joint homography fit).
@@ -274,7 +298,7 @@ def fit_jointly(
         raise ValueError(f"model must be one of {FIELD_MODELS}, got {model!r}")
     if reference not in initial:
         raise ValueError(f"reference {reference} has no initial homography")
-    for i, j, _, _ in edges:
+    for i, j, _, _ in _unpacked(edges):
         if i not in initial or j not in initial:
             raise ValueError(f"edge ({i}, {j}) names a field without an initial homography")
     transforms: dict[int, Transform] = {

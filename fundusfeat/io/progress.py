@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+
+Progress = Callable[[int, int, str], None]
+"""A progress callback ``(done, total, label)``, called after each unit of work (an image,
+a pair); :class:`ProgressLine` is one."""
 
 
 class ProgressLine:

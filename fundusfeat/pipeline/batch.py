@@ -33,32 +33,27 @@ on.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import json
 import logging
-import re
-import tempfile
+import shutil
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fundusfeat.features.feature2d import R2D2Fundus
-from fundusfeat.io.images import IMAGE_SUFFIXES, read_image
+from fundusfeat.io.progress import Progress
+from fundusfeat.io.user_cache import user_cache_dir
+from fundusfeat.pipeline.batch_work import Job, detect_image, register_cached
 from fundusfeat.pipeline.cache import (
     cache_key,
     detector_digest,
     detector_settings,
-    entry_path,
     file_digest,
-    load_entry,
     load_features,
     remove_temporaries,
     save_features,
@@ -66,14 +61,15 @@ from fundusfeat.pipeline.cache import (
 from fundusfeat.pipeline.executors import ExecutorError, make_executor
 from fundusfeat.pipeline.journal import Journal, JournalError
 from fundusfeat.pipeline.locks import LockedError, RunLock
-from fundusfeat.pipeline.register import (
-    ImageFeatures,
-    Options,
-    RegistrationResult,
-    default_matcher,
-    image_features,
-    register_features,
+from fundusfeat.pipeline.register import Options, RegistrationResult
+from fundusfeat.pipeline.rows import (
+    COLUMNS,
+    RETRYABLE,
+    output_columns,
+    reason_kind,
+    result_row,
 )
+from fundusfeat.pipeline.table import BatchInputError, Pair, read_pairs, table_digest
 
 __all__ = [
     "COLUMNS",
@@ -92,267 +88,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "index",
-    "image1",
-    "image2",
-    "success",
-    "failure",
-    "reason",
-    "num_keypoints1",
-    "num_keypoints2",
-    "num_matches",
-    "num_inliers",
-    "confidence",
-    "model",
-    "H",
-    "transform",
-)
-"""Columns of the output CSV.
 
-``index``: the pair's row in the input (0 = the first row after the header; rows are
-written as they finish, so sort by it for input order). ``success``: ``True``/``False``.
-``failure``: "" on success, ``refused`` (registered, but the verification did not accept
-it, or too few matches: rerunning gives the same), ``input`` (a missing, empty,
-undecodable or too small image, a malformed row) or ``error`` (a runtime error, a lost
-worker); ``input`` and ``error`` rows are redone by ``retry_failed``. ``reason``: why it
-failed. ``num_keypoints1/2``, ``num_matches``, ``num_inliers``: as
-``fundusfeat register --json`` (empty when not computed). ``confidence``: the
-verification's confidence. ``model``: the transform model. ``H``: the best homography,
-9 numbers, row-major (``H[0,0] H[0,1] ... H[2,2]``), mapping image-1 pixels to image-2
-pixels (``p2 ~ H @ [x1, y1, 1]``, OpenCV's pixel convention), empty when not registered.
-``transform``: the transform's JSON (``Transform.to_dict``). Every float is written the
-same way: the shortest text that reads back to the same float64 (Python's ``repr``)."""
-
-FAILURE_KINDS = ("refused", "input", "error")
-"""Values of the ``failure`` column of a failed row."""
-
-RETRYABLE = ("input", "error")
-"""Failure kinds whose cause can change, redone by ``retry_failed``."""
-
-_LRU_SIZE = 8
-_CSV_FIELD_LIMIT = 2**31 - 1
-
-
-class BatchInputError(ValueError):
-    """The table of pairs, the output, the cache or an option cannot be used at all
-    (exit code 2)."""
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One row of the input: the two image paths as written and as resolved.
-
-    Attributes:
-        image1, image2: the paths as the table gives them.
-        path1, path2: resolved paths.
-        problem: why the row is unusable ("" when it is fine).
-        index: the row's position in the table (0 = the first row after the header).
-    """
-
-    image1: str
-    image2: str
-    path1: Path | None
-    path2: Path | None
-    problem: str = ""
-    index: int = 0
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.image1, self.image2
-
-
-def read_pairs(source: str | Path) -> list[Pair]:
-    """The pairs of a CSV table (columns ``image1,image2``, paths relative to the table;
-    UTF-8 with or without a byte-order mark) or of a folder of FIRE-style
-    ``<name>_1.<ext>`` / ``<name>_2.<ext>`` images, each with its ``index``.
-
-    Raises:
-        BatchInputError: no such table or folder, or a header without both columns.
-    """
-    source = Path(source)
-    if source.is_dir():
-        images = {p.stem: p for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-        stems = [s for s in sorted(images) if s.endswith("_1") and s[:-2] + "_2" in images]
-        if not stems:
-            raise BatchInputError(f"{source}: no <name>_1 / <name>_2 image pairs in this folder")
-        return [
-            Pair(
-                images[s].name,
-                images[s[:-2] + "_2"].name,
-                images[s],
-                images[s[:-2] + "_2"],
-                index=i,
-            )
-            for i, s in enumerate(stems)
-        ]
-    if not source.is_file():
-        raise BatchInputError(f"no such pairs table or folder: {source}")
-    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    try:
-        with source.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip() for f in (reader.fieldnames or [])]
-            if "image1" not in fields or "image2" not in fields:
-                raise BatchInputError(
-                    f"{source}: the header must name the columns image1,image2, got {fields}"
-                )
-            reader.fieldnames = fields
-            out = []
-            for number, row in enumerate(reader, start=2):
-                a, b = ((row.get(k) or "").strip() for k in ("image1", "image2"))
-                i = len(out)
-                if not a or not b:
-                    why = f"line {number}: malformed row (needs image1 and image2)"
-                    out.append(Pair(a, b, None, None, why, index=i))
-                    continue
-                out.append(
-                    Pair(a, b, _resolve(source.parent, a), _resolve(source.parent, b), index=i)
-                )
-    except UnicodeDecodeError as err:
-        raise BatchInputError(f"{source}: not a UTF-8 CSV table ({err})") from err
-    except csv.Error as err:
-        raise BatchInputError(f"{source}: not a CSV table ({err})") from err
-    if not out:
-        raise BatchInputError(f"{source}: no pairs (a header and no rows)")
-    return out
-
-
-def _resolve(base: Path, text: str) -> Path:
-    path = Path(text)
-    return path if path.is_absolute() else base / path
-
-
-def table_digest(table: Sequence[Pair]) -> str:
-    """sha256 of a table's rows (the paths as written, and each row's problem)."""
-    text = json.dumps([[p.image1, p.image2, p.problem] for p in table])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# ----------------------------------------------------------------------------- the work
-@dataclass(frozen=True)
-class Job:
-    """What a worker needs: the detector (pickled), options, cache folder."""
-
-    detector: R2D2Fundus
-    options: Options
-    cache: Path
-    detector_hash: str
-
-
-def _failure_kind(err: BaseException) -> str:
-    return "input" if isinstance(err, (FileNotFoundError, ValueError, OSError)) else "error"
-
-
-def detect_image(job: Job, path: Path) -> tuple[str, str, str, str]:
-    """Detect one image into the cache, unless a verified entry is there.
-
-    Returns:
-        ``(key, "detected" or "cached", "", "")``, or ``("", "", why, kind)`` when the
-        image cannot be used (kind ``input``: missing, empty, undecodable, too small;
-        ``error``: anything else).
-    """
-    try:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: {'a folder' if path.is_dir() else 'no such file'}")
-        key = cache_key(path, job.detector_hash)
-        if load_entry(job.cache, key) is not None:
-            return key, "cached", "", ""
-        image = read_image(path)
-        (features,) = image_features(job.detector, (image,), (None,))
-        save_features(features, entry_path(job.cache, key), key)
-        return key, "detected", "", ""
-    except Exception as err:  # every per-image error is that image's rows' reason
-        text = str(err).replace("img1", "image")
-        if str(path) not in text:
-            text = f"{path}: {text}"
-        return "", "", f"cannot use image {text}", _failure_kind(err)
-
-
-class _FeatureLRU:
-    """The last few images' features, read (and verified) from the cache on demand."""
-
-    def __init__(self, cache: Path, size: int = _LRU_SIZE) -> None:
-        self.cache, self.size = cache, size
-        self.items: OrderedDict[str, ImageFeatures] = OrderedDict()
-
-    def get(self, key: str) -> ImageFeatures:
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
-        value = load_features(entry_path(self.cache, key), key)
-        self.items[key] = value
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
-        return value
-
-
-_worker_lru: _FeatureLRU | None = None
-
-
-def register_pair(job: Job, key1: str, key2: str) -> tuple[RegistrationResult | None, str]:
-    """Register one pair from cached features (what ``register()`` does after detecting).
-
-    Returns:
-        ``(result, "")``, or ``(None, why)`` when the work itself failed (a cache entry
-        damaged since its detection, a runtime error).
-    """
-    global _worker_lru
-    try:
-        if _worker_lru is None or _worker_lru.cache != job.cache:
-            _worker_lru = _FeatureLRU(job.cache)
-        f1, f2 = _worker_lru.get(key1), _worker_lru.get(key2)
-        start = time.perf_counter()
-        matcher = default_matcher(job.detector)
-        result = register_features(f1, f2, matcher, job.options, {"detect": 0.0})
-        result.timings["total"] = time.perf_counter() - start
-        return result, ""
-    except Exception as err:
-        return None, f"registration error: {type(err).__name__}: {err}"
-
-
-def _number(value: float) -> str:
-    """A float as the shortest text that reads back to the same float64."""
-    return repr(float(value))
-
-
-def result_row(
-    pair: Pair, result: RegistrationResult | None, problem: str = "", kind: str = "input"
-) -> dict[str, str]:
-    """The output row of a pair (a failed row of failure ``kind`` when ``result`` is
-    None; see :data:`COLUMNS`)."""
-    if result is None:
-        row = dict.fromkeys(COLUMNS, "")
-        row.update(
-            index=str(pair.index),
-            image1=pair.image1,
-            image2=pair.image2,
-            success="False",
-            failure=kind,
-            reason=problem,
-        )
-        return row
-    H = "" if result.H is None else " ".join(_number(v) for v in np.asarray(result.H).ravel())
-    transform = "" if result.transform is None else json.dumps(result.transform.to_dict())
-    return {
-        "index": str(pair.index),
-        "image1": pair.image1,
-        "image2": pair.image2,
-        "success": str(bool(result.success)),
-        "failure": "" if result.success else "refused",
-        "reason": result.reason,
-        "num_keypoints1": str(len(result.keypoints1)),
-        "num_keypoints2": str(len(result.keypoints2)),
-        "num_matches": str(len(result.matches)),
-        "num_inliers": str(int(result.num_inliers)),
-        "confidence": _number(result.confidence),
-        "model": "" if result.transform is None else result.transform.model,
-        "H": H,
-        "transform": transform,
-    }
-
-
-# ---------------------------------------------------------------------------- the run
 @dataclass
 class BatchSummary:
     """What a run did.
@@ -403,22 +139,23 @@ class BatchSummary:
         return out
 
 
-def _reason_kind(reason: str) -> str:
-    """The kind of a failure reason: its text before any number, ``(`` or ``:`` (after a
-    ``line N:`` prefix), e.g. "low confidence", "too few inliers", "malformed row"."""
-    reason = re.sub(r"^line \d+: ", "", reason)
-    return re.split(r"[:(\d]", reason, maxsplit=1)[0].strip() or reason
-
-
 def run_meta(table: Sequence[Pair], detector: R2D2Fundus, options: Options) -> dict:
     """What the rows of a run depend on (recorded beside the output, compared on resume)."""
     return {
         "format": 1,
-        "columns": list(COLUMNS),
+        "columns": list(output_columns(table)),
         "table_sha256": table_digest(table),
         "detector": detector_settings(detector),
-        "options": dataclasses.asdict(options),
+        "options": _options_record(options),
     }
+
+
+def _options_record(options: Options) -> dict:
+    """The options as the sidecar records them (``transform_model`` under its earlier
+    name ``model``, so that runs of earlier versions still resume)."""
+    record = dataclasses.asdict(options)
+    record["model"] = record.pop("transform_model")
+    return record
 
 
 def register_dataset(
@@ -432,7 +169,7 @@ def register_dataset(
     options: Options | None = None,
     restart: bool = False,
     retry_failed: bool = False,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     on_result: Callable[[Pair, RegistrationResult | None], None] | None = None,
 ) -> BatchSummary:
     """Register a table of pairs, each image detected once, rows written as they finish.
@@ -440,12 +177,14 @@ def register_dataset(
     Args:
         pairs: a CSV table or folder (:func:`read_pairs`) or the pairs themselves (their
             position in the sequence becomes their ``index``).
-        out: the output CSV (columns :data:`COLUMNS`), a journal: the rows already there
+        out: the output CSV (columns :data:`COLUMNS`, then the table's other columns,
+            :func:`fundusfeat.pipeline.rows.output_columns`), a journal: the rows already there
             are kept and not redone, if they were made with the same settings and table
             (recorded in ``<out>.meta.json``).
         detector: an ``R2D2Fundus`` (default ``R2D2Fundus.create()``).
-        cache: folder of the feature cache (default: a temporary folder removed at the
-            end); on a cluster, a folder every worker sees.
+        cache: folder of the feature cache, kept (default: :func:`default_cache`, a
+            folder of the user's cache dir that a rerun of an interrupted run reuses and
+            that a complete run removes); on a cluster, a folder every worker sees.
         workers: processes on this machine (>= 1; torch threads split evenly).
         dask: ``"local:N"`` or a scheduler address (instead of ``workers``).
         options: registration options (:class:`fundusfeat.pipeline.register.Options`).
@@ -472,6 +211,8 @@ def register_dataset(
         table = read_pairs(pairs)
     else:
         table = [dataclasses.replace(p, index=i) for i, p in enumerate(pairs)]
+    if len({tuple(name for name, _ in p.extra) for p in table}) > 1:
+        raise ValueError("pairs: every pair must carry the same extra columns")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if dask is not None and not isinstance(dask, str):
@@ -486,7 +227,8 @@ def register_dataset(
             f"--out {out} is a folder: name the results file, e.g. {out / 'results.csv'}"
         )
     locks: list[RunLock] = []
-    temporary = None
+    temporary: Path | None = None
+    complete = False
     try:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -496,13 +238,13 @@ def register_dataset(
         except OSError as err:
             raise BatchInputError(f"cannot write {out}: {err}") from err
         if cache is None:
-            temporary = tempfile.TemporaryDirectory(prefix="fundusfeat-cache-")
-            cache = temporary.name
+            temporary = default_cache(out)
+            cache = temporary
         cache_dir = _cache_folder(Path(cache), locks)
         try:
             journal = Journal.open(
                 out,
-                COLUMNS,
+                output_columns(table),
                 run_meta(table, detector, options),
                 restart=restart,
                 drop=(lambda r: r["failure"] in RETRYABLE) if retry_failed else None,
@@ -533,15 +275,25 @@ def register_dataset(
             finally:
                 executor.close(abort=aborted)
             summary.missing = len(todo) - summary.registered
+            complete = not aborted and summary.missing == 0
         finally:
             journal.close()
     finally:
         for lock in reversed(locks):
             lock.release()
-        if temporary is not None:
-            temporary.cleanup()
+        if temporary is not None and complete:
+            shutil.rmtree(temporary, ignore_errors=True)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def default_cache(out: Path) -> Path:
+    """The feature cache of a run given no ``cache``: a folder of the user's cache dir
+    (:func:`fundusfeat.io.user_cache.user_cache_dir`) named by the output's absolute
+    path, so that a rerun of an interrupted run finds the images it detected; removed
+    when a run ends with every row written."""
+    digest = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:20]
+    return user_cache_dir("batch", digest)
 
 
 def _cache_folder(cache: Path, locks: list[RunLock]) -> Path:
@@ -587,7 +339,7 @@ def _run(
     executor: Any,
     journal: Journal,
     summary: BatchSummary,
-    progress: Callable[[int, int, str], None] | None,
+    progress: Progress | None,
     on_result: Callable[[Pair, RegistrationResult | None], None] | None,
 ) -> None:
     """Detect the images of ``todo`` (once each), then register its pairs."""
@@ -619,7 +371,7 @@ def _run(
         if result is not None and result.success:
             summary.successes += 1
         else:
-            summary.failures[_reason_kind(problem or (result.reason if result else ""))] += 1
+            summary.failures[reason_kind(problem or (result.reason if result else ""))] += 1
         if on_result is not None:
             on_result(pair, result)
         done += 1
@@ -638,7 +390,7 @@ def _run(
         group = by_keys.setdefault((keys[pair.path1], keys[pair.path2]), [])
         summary.duplicates += bool(group)
         group.append(pair)
-    for item, value, error in executor.map_unordered(register_pair, list(by_keys)):
+    for item, value, error in executor.map_unordered(register_cached, list(by_keys)):
         result, problem = value if value is not None else (None, f"worker error: {error}")
         for pair in by_keys[item]:
             write(pair, result, problem, "error")

@@ -56,6 +56,7 @@ from fundusfeat.pipeline.register import (
     check_matcher,
     default_matcher,
     image_features,
+    make_options,
     register_features,
 )
 
@@ -358,7 +359,7 @@ def compare(
         params: :class:`ChangeParams` (default: the calibrated defaults).
         detector, matcher: as :func:`~fundusfeat.pipeline.register.register`.
         **register_kwargs: further :func:`~fundusfeat.pipeline.register.register`
-            options (``mask1``, ``mask2``, ``method``, ``model``, ``threshold``, ...).
+            options (``mask1``, ``mask2``, ``method``, ``transform_model``, ``threshold``, ...).
 
     Returns:
         :class:`ComparisonResult`; when the registration failed, ``success`` is False,
@@ -390,10 +391,7 @@ def _check_params(params: Any) -> ChangeParams:
 
 
 def _options(register_kwargs: dict[str, Any]) -> Options:
-    try:
-        return Options(**register_kwargs)
-    except TypeError as exc:
-        raise TypeError(f"register_kwargs: {exc}") from exc
+    return make_options("register_kwargs", **register_kwargs)
 
 
 def _compared(
@@ -496,7 +494,7 @@ def compare_series(
         params: as :func:`compare`.
         detector, matcher: as :func:`~fundusfeat.pipeline.register.register`.
         register_kwargs: further :func:`~fundusfeat.pipeline.register.register` options
-            (``method``, ``model``, ``threshold``, ...).
+            (``method``, ``transform_model``, ``threshold``, ...).
 
     Returns:
         One :class:`ComparisonResult` per later visit (``len(images) - 1``).

@@ -9,13 +9,14 @@ homography (field px -> reference px). Identical images are flagged as duplicate
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 
+from fundusfeat.geometry.joint_fit import Edge
+from fundusfeat.io.progress import Progress
 from fundusfeat.pipeline.register import (
     ImageFeatures,
     Options,
@@ -32,32 +33,6 @@ its strongest keypoints are verified (this many per field)."""
 
 MAX_EDGE_POINTS = 400
 """Most inlier correspondences per edge kept for the joint fit (evenly subsampled)."""
-
-
-@dataclass(frozen=True)
-class Edge:
-    """A verified registration between fields ``i < j``.
-
-    Attributes:
-        i, j: field indices.
-        result: the :class:`RegistrationResult` (its transform maps field i -> field j).
-        points_i, points_j: ``(N, 2)`` inlier correspondences (at most
-            :data:`MAX_EDGE_POINTS`).
-    """
-
-    i: int
-    j: int
-    result: RegistrationResult
-    points_i: np.ndarray
-    points_j: np.ndarray
-
-    @property
-    def confidence(self) -> float:
-        return float(self.result.confidence)
-
-    @property
-    def inliers(self) -> int:
-        return self.result.num_inliers
 
 
 def candidate_pairs(features: Sequence[ImageFeatures], matcher) -> list[tuple[int, int]]:
@@ -96,7 +71,7 @@ def verify_pairs(
     pairs: Sequence[tuple[int, int]],
     matcher,
     options: Options,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[Edge], dict[tuple[int, int], RegistrationResult]]:
     """Register each pair from precomputed features.
 
@@ -109,7 +84,8 @@ def verify_pairs(
         res = register_features(features[i], features[j], matcher, options)
         results[(i, j)] = res
         if res.success:
-            edges.append(Edge(i, j, res, *_inlier_points(features[i], features[j], res)))
+            p_i, p_j = _inlier_points(features[i], features[j], res)
+            edges.append(Edge(i, j, p_i, p_j, res.transform, res.confidence, res.num_inliers))
         if progress is not None:
             progress(n + 1, len(pairs), f"pair {i}-{j}: {'ok' if res.success else 'no'}")
     return edges, results
@@ -165,9 +141,9 @@ def spanning_tree(
     for k in (int(v) for v in order[1:]):
         p = int(parents[k])
         if (k, p) in by_pair:  # edge k -> p
-            h_kp = by_pair[(k, p)].result.transform.homography()
+            h_kp = by_pair[(k, p)].transform.homography()
         else:  # edge p -> k
-            h_kp = np.linalg.inv(by_pair[(p, k)].result.transform.homography())
+            h_kp = np.linalg.inv(by_pair[(p, k)].transform.homography())
         hs[k] = hs[p] @ h_kp
         up[k] = p
     return hs, up

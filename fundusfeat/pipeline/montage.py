@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,14 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from fundusfeat.features.feature2d import R2D2Fundus
-from fundusfeat.geometry.joint_fit import DEFAULT_DROP_PX, FIELD_MODELS, fit_jointly
+from fundusfeat.geometry.joint_fit import DEFAULT_DROP_PX, FIELD_MODELS, Edge, fit_jointly
 from fundusfeat.geometry.transforms import ProjectiveTransform, Transform, from_dict
 from fundusfeat.io.arrays import to_uint8
 from fundusfeat.io.images import read_image
+from fundusfeat.io.progress import Progress
 from fundusfeat.io.validation import validate_image
 from fundusfeat.pipeline.canvas import MAX_CANVAS_PIXELS, blend, canvas_bounds, shifted
 from fundusfeat.pipeline.field_graph import (
-    Edge,
     candidate_pairs,
     choose_reference,
     duplicates,
@@ -54,15 +54,14 @@ from fundusfeat.pipeline.register import (
     check_matcher,
     default_matcher,
     image_features,
+    renamed_model,
 )
 
 MONTAGE_MODELS = ("auto", *FIELD_MODELS)
 """Per-field models of :func:`montage`; ``"auto"`` is :data:`AUTO_MODEL`."""
 
 AUTO_MODEL = "quadratic"
-"""The per-field model that ``model="auto"`` fits (see docs/benchmarks.md, Montage)."""
-
-Progress = Callable[[int, int, str], None]
+"""The per-field model that ``transform_model="auto"`` fits (see docs/benchmarks.md, Montage)."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +261,7 @@ def place_fields(
         start, parents = spanning_tree(n, [edges[e] for e in inside], reference)
         fit = fit_jointly(
             start,
-            [(edges[e].i, edges[e].j, edges[e].points_i, edges[e].points_j) for e in inside],
+            [edges[e] for e in inside],
             reference,
             model=model,
             drop_px=drop_px,
@@ -319,12 +318,13 @@ def montage(
     reference: int | None = None,
     detector: Any = None,
     matcher: Any = None,
-    model: str = "auto",
+    transform_model: str = "auto",
     threshold: float | None = None,
     drop_px: float = DEFAULT_DROP_PX,
     max_pixels: int = MAX_CANVAS_PIXELS,
     blend_fields: bool = True,
     progress: Progress | None = None,
+    model: str | None = None,
 ) -> MontageResult:
     """Place many fields of one eye on one canvas, jointly consistent.
 
@@ -336,15 +336,17 @@ def montage(
         detector: ``R2D2Fundus`` (default ``R2D2Fundus.create()``) or any
             ``cv2.Feature2D``; each field is detected once.
         matcher: as in :func:`fundusfeat.register`.
-        model: per-field model of the joint fit: ``"homography"``, ``"quadratic"`` or
-            ``"auto"`` (:data:`AUTO_MODEL`). Pairwise registrations choose their own
-            model as :func:`fundusfeat.register` does.
+        transform_model: per-field model of the joint fit: ``"homography"``,
+            ``"quadratic"`` or ``"auto"`` (:data:`AUTO_MODEL`). Pairwise registrations
+            choose their own model as :func:`fundusfeat.register` does.
         threshold: confidence of a verified edge (default: :func:`fundusfeat.register`'s).
         drop_px: an edge whose median residual after the joint fit exceeds this (and 3x
             the median over all edges) is dropped and the fit repeated.
         max_pixels: bound on the canvas area (width x height).
         blend_fields: False skips the canvas image (transforms and edges only).
         progress: ``callback(done, total, label)`` after each detection and pair.
+        model: deprecated name of ``transform_model`` (``model`` names the network in
+            ``R2D2Fundus.create``).
 
     Returns:
         :class:`MontageResult`.
@@ -354,9 +356,15 @@ def montage(
         ValueError: fewer than two images, a bad argument, or a canvas above ``max_pixels``.
     """
     t_start = time.perf_counter()
-    if model not in MONTAGE_MODELS:
-        raise ValueError(f"model must be one of {MONTAGE_MODELS}, got {model!r}")
-    field_model = AUTO_MODEL if model == "auto" else model
+    if model is not None:
+        if transform_model != "auto":
+            raise TypeError("montage: give transform_model only (model is its deprecated name)")
+        transform_model = renamed_model({"model": model}, "montage")["transform_model"]
+    if transform_model not in MONTAGE_MODELS:
+        raise ValueError(
+            f"transform_model must be one of {MONTAGE_MODELS}, got {transform_model!r}"
+        )
+    field_model = AUTO_MODEL if transform_model == "auto" else transform_model
     imgs = _load(images)
     n = len(imgs)
     if reference is not None and (
@@ -381,7 +389,7 @@ def montage(
     t0 = time.perf_counter()
     local_pairs = candidate_pairs(feats, matcher)
     local_edges, local_results = verify_pairs(feats, local_pairs, matcher, opts, progress)
-    edges = [Edge(unique[e.i], unique[e.j], e.result, e.points_i, e.points_j) for e in local_edges]
+    edges = [replace(e, i=unique[e.i], j=unique[e.j]) for e in local_edges]
     results = {(unique[i], unique[j]): r for (i, j), r in local_results.items()}
     timings["register"] = time.perf_counter() - t0
 

@@ -16,9 +16,12 @@ exception; invalid arguments raise ``TypeError``/``ValueError`` naming the argum
 
 from __future__ import annotations
 
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -186,6 +189,51 @@ def _rebuild_result(
     )
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def _outside_package() -> int:
+    """The ``stacklevel`` of a warning issued by the caller: the first frame outside the
+    fundusfeat package (where the user's code called it)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
+        _PACKAGE_DIR
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def renamed_model(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """``kwargs`` with the deprecated ``model=`` (the transform model; ``model`` names the
+    network in ``R2D2Fundus.create``) moved to ``transform_model=``, with a
+    ``DeprecationWarning``; both given is a TypeError."""
+    if "model" not in kwargs:
+        return kwargs
+    kwargs = dict(kwargs)
+    value = kwargs.pop("model")
+    if "transform_model" in kwargs:
+        raise TypeError(f"{where}: give transform_model only (model is its deprecated name)")
+    warnings.warn(
+        f"{where}(model=...) is deprecated: the transform model is transform_model= "
+        "(model= names the network in R2D2Fundus.create)",
+        DeprecationWarning,
+        stacklevel=_outside_package(),
+    )
+    kwargs["transform_model"] = value
+    return kwargs
+
+
+def make_options(where: str = "register", **kwargs: Any) -> Options:
+    """:class:`Options` of :func:`register`'s keyword options (``model=`` accepted as the
+    deprecated name of ``transform_model=``); an unknown keyword is a TypeError naming
+    ``where``."""
+    kwargs = renamed_model(kwargs, where)
+    try:
+        return Options(**kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{where}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Options:
     """The validated settings of one registration (see :func:`register`)."""
@@ -194,7 +242,7 @@ class Options:
     method: str = DEFAULT_METHOD
     min_inliers: int = DEFAULT_MIN_INLIERS
     seed: int = 0
-    model: str = "auto"
+    transform_model: str = "auto"
     threshold: float = DEFAULT_THRESHOLD
     global_keypoints: int | None = GLOBAL_KEYPOINTS
 
@@ -215,8 +263,10 @@ class Options:
             raise ValueError(f"ransac_threshold must be a number > 0, got {t!r}")
         if not isinstance(self.min_inliers, (int, np.integer)) or self.min_inliers < 4:
             raise ValueError(f"min_inliers must be an int >= 4, got {self.min_inliers!r}")
-        if self.model not in TRANSFORM_MODELS:
-            raise ValueError(f"model must be one of {TRANSFORM_MODELS}, got {self.model!r}")
+        if self.transform_model not in TRANSFORM_MODELS:
+            raise ValueError(
+                f"transform_model must be one of {TRANSFORM_MODELS}, got {self.transform_model!r}"
+            )
         c = self.threshold
         if not isinstance(c, (int, float, np.number)) or not 0.0 <= c <= 1.0:
             raise ValueError(f"threshold must be a confidence in [0, 1], got {c!r}")
@@ -403,7 +453,7 @@ def register_features(
             f2.desc,
             start,
             options.ransac_threshold,
-            options.model,
+            options.transform_model,
             max_distance=limit,
         )
     except (ValueError, np.linalg.LinAlgError):
@@ -478,9 +528,10 @@ def register(
     method: str = DEFAULT_METHOD,
     min_inliers: int = DEFAULT_MIN_INLIERS,
     seed: int = 0,
-    model: str = "auto",
+    transform_model: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
     global_keypoints: int | None = GLOBAL_KEYPOINTS,
+    **deprecated: Any,
 ) -> RegistrationResult:
     """Register two fundus images: find the transform from image 1 to image 2.
 
@@ -499,9 +550,10 @@ def register(
             cv2.USAC_MAGSAC), ``"ransac"`` or ``"lmeds"``.
         min_inliers: fewest inliers worth verifying (>= 4).
         seed: seed of the robust estimators (deterministic results).
-        model: ``"auto"`` (per pair, the homography or the quadratic model, whichever
-            predicts held-out matches better), or ``"homography"``, ``"quadratic"``,
-            ``"affine"``, ``"similarity"``.
+        transform_model: ``"auto"`` (per pair, the homography or the quadratic model,
+            whichever predicts held-out matches better), or ``"homography"``,
+            ``"quadratic"``, ``"affine"``, ``"similarity"``. (``model=`` is its deprecated
+            name: ``model`` names the network in ``R2D2Fundus.create``.)
         threshold: confidence at or above which the registration succeeds
             (:data:`fundusfeat.geometry.verification.DEFAULT_THRESHOLD`).
         global_keypoints: strongest keypoints per image in the global matching (None =
@@ -512,8 +564,15 @@ def register(
         ``H`` is its best homography.
     """
     t_start = time.perf_counter()
-    options = Options(
-        ransac_threshold, method, min_inliers, seed, model, threshold, global_keypoints
+    options = make_options(
+        "register",
+        ransac_threshold=ransac_threshold,
+        method=method,
+        min_inliers=min_inliers,
+        seed=seed,
+        threshold=threshold,
+        global_keypoints=global_keypoints,
+        **(_deprecated_only(deprecated, transform_model) or {"transform_model": transform_model}),
     )
     detector = check_detector(detector if detector is not None else R2D2Fundus.create())
     matcher = check_matcher(matcher) or default_matcher(detector)
@@ -522,6 +581,17 @@ def register(
     result = register_features(f1, f2, matcher, options, {"detect": time.perf_counter() - t0})
     result.timings["total"] = time.perf_counter() - t_start
     return result
+
+
+def _deprecated_only(extra: dict[str, Any], transform_model: str) -> dict[str, Any]:
+    """The keyword arguments beyond :func:`register`'s: only ``model`` (deprecated), which
+    replaces the default ``transform_model``."""
+    unknown = set(extra) - {"model"}
+    if unknown:
+        raise TypeError(f"register() got unexpected keyword arguments {sorted(unknown)}")
+    if extra and transform_model != "auto":
+        raise TypeError("register: give transform_model only (model is its deprecated name)")
+    return extra
 
 
 def register_many(
@@ -547,7 +617,7 @@ def register_many(
         isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs
     ):
         raise TypeError("pairs must be a sequence of (img1, img2) tuples")
-    opts = Options(**options)
+    opts = make_options("register_many", **options)
     detector = check_detector(detector if detector is not None else R2D2Fundus.create())
     matcher = check_matcher(matcher) or default_matcher(detector)
     results = []

@@ -37,7 +37,8 @@ from fundusfeat.training.validation import validate
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[dict[str, Any]], None]
+StepReport = Callable[[dict[str, Any]], None]
+"""Called with each logged step's values (loss terms, learning rate, seconds)."""
 
 
 @dataclass
@@ -226,7 +227,7 @@ class Trainer:
     def _grads(self) -> list[torch.Tensor]:
         return [p for p in self.net.parameters() if p.grad is not None]
 
-    def fit(self, progress: Progress | None = None) -> TrainState:
+    def fit(self, progress: StepReport | None = None) -> TrainState:
         """Train until ``run.steps`` (or ``run.max_minutes``); checkpoint on the way.
 
         Args:
@@ -270,7 +271,7 @@ class Trainer:
         self.save(last)
         return self.state
 
-    def _report(self, info: dict[str, Any], progress: Progress | None) -> None:
+    def _report(self, info: dict[str, Any], progress: StepReport | None) -> None:
         if self.rank != 0:
             return
         self.state.history.append({k: float(v) for k, v in info.items()})
