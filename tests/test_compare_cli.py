@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -180,9 +181,20 @@ def test_cli_unreadable_file_exit_2_named(visit_files, tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
 
 
-def test_cli_dicom_visits_ordered_by_date_with_mm2(visit_files, tmp_path, capsys):
+def test_cli_dicom_visits_ordered_by_date_with_mm2(visit_files, tmp_path, capsys, monkeypatch):
     pytest.importorskip("pydicom")
+    from fundusfeat.io import dicom
+
     from .test_dicom import write_rgb
+
+    headers = []
+    read_info = dicom.read_dicom_info
+
+    def counting(path):
+        headers.append(Path(path).name)
+        return read_info(path)
+
+    monkeypatch.setattr(dicom, "read_dicom_info", counting)
 
     folder, _ = visit_files
     base = cv2.imread(str(folder / "baseline.png"))
@@ -195,6 +207,7 @@ def test_cli_dicom_visits_ordered_by_date_with_mm2(visit_files, tmp_path, capsys
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "changes.json").read_text())
     assert data["baseline"]["file"] == "early.dcm"
+    assert sorted(headers) == ["early.dcm", "late.dcm"]  # each header read once
     assert data["baseline"]["pixel_spacing_mm"] == [0.01, 0.012]
     assert data["visits"][0]["changes"][0]["area_mm2"] > 0
     text = "".join(p.read_text() for p in out.iterdir() if p.suffix in (".html", ".json", ".csv"))

@@ -72,16 +72,12 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _visit_info(path: Path, index: int) -> Any:
-    from fundusfeat.io.dicom import is_dicom, read_dicom_info
+def _visit_info(path: Path, index: int, info: Any) -> Any:
+    """The report's :class:`VisitInfo` of a visit (``info``: its DICOM header or None)."""
     from fundusfeat.io.report_html import VisitInfo
 
     spacing, date = None, ""
-    if is_dicom(path):
-        try:
-            info = read_dicom_info(path)
-        except (ValueError, ImportError) as err:
-            raise UsageError(f"cannot read image {str(path)!r}: {err}") from err
+    if info is not None:
         spacing = info.pixel_spacing
         date = info.acquired.isoformat(sep=" ") if info.acquired else ""
     return VisitInfo(label=f"visit {index}", name=path.name, date=date, pixel_spacing=spacing)
@@ -167,15 +163,19 @@ def _write_visit(folder: Path, result: Any, base: Any, visit: Any) -> None:
     (folder / "report.html").write_text(page, encoding="utf-8")
 
 
-def _order(paths: list[Path], keep: bool) -> list[Path]:
-    from fundusfeat.io.dicom import visit_order
+def _order(paths: list[Path], keep: bool) -> tuple[list[Path], list[Any]]:
+    """The visits in date order (as given with ``keep``) and their DICOM headers (None
+    for other files), each header read once."""
+    from fundusfeat.io.dicom import visit_infos, visit_order
 
-    if keep:
-        return paths
     try:
-        return [paths[k] for k in visit_order(paths)]
-    except (ValueError, ImportError, FileNotFoundError) as err:
+        infos = visit_infos(paths)
+    except (ValueError, ImportError) as err:
+        raise UsageError(f"cannot read a DICOM header: {err}") from err
+    except FileNotFoundError as err:
         raise UsageError(f"cannot order the visits: {err}") from err
+    order = list(range(len(paths))) if keep else visit_order(paths, infos)
+    return [paths[k] for k in order], [infos[k] for k in order]
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -190,9 +190,9 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--frame: expected >= 0, got {args.frame}")
     params = _params(args)
     prepare_out_dir(args.out)
-    paths = _order(distinct_paths(list(args.images)), args.keep_order)
+    paths, infos = _order(distinct_paths(list(args.images)), args.keep_order)
     images = [read_image_arg(p, frame=args.frame) for p in paths]
-    visits = [_visit_info(p, k) for k, p in enumerate(paths, 1)]
+    visits = [_visit_info(p, k + 1, infos[k]) for k, p in enumerate(paths)]
     detector = make_detector(args)
     if not args.quiet:
         print(f"comparing {len(paths) - 1} visit(s) with {paths[0].name}", file=sys.stderr)

@@ -237,25 +237,32 @@ def _converted_to_rgb(ds: Any) -> bool:
     return major >= 3
 
 
-def visit_order(paths: Sequence[str | Path]) -> list[int]:
+def visit_infos(paths: Sequence[str | Path]) -> list[DicomInfo | None]:
+    """:func:`read_dicom_info` of each DICOM file among ``paths`` (None for other files),
+    each header read once."""
+    return [read_dicom_info(p) if is_dicom(p) else None for p in paths]
+
+
+def visit_order(
+    paths: Sequence[str | Path], infos: Sequence[DicomInfo | None] | None = None
+) -> list[int]:
     """Indices of ``paths`` in visit order.
 
     DICOM files are ordered by their acquisition date and time (:class:`DicomInfo`); the
     order is kept as given when any file is not DICOM or has no date (a stable sort keeps
     files of the same date in the given order).
 
+    Args:
+        paths: the files.
+        infos: their :func:`visit_infos` when already read (None reads them).
+
     Returns:
         A permutation of ``range(len(paths))``.
     """
-    dates = []
-    for p in paths:
-        if not is_dicom(p):
-            return list(range(len(paths)))
-        acquired = read_dicom_info(p).acquired
-        if acquired is None:
-            return list(range(len(paths)))
-        dates.append(acquired)
-    return sorted(range(len(paths)), key=lambda k: dates[k])
+    infos = visit_infos(paths) if infos is None else infos
+    if any(info is None or info.acquired is None for info in infos):
+        return list(range(len(paths)))
+    return sorted(range(len(paths)), key=lambda k: infos[k].acquired)
 
 
 def dicom_paths(paths: Iterable[str | Path]) -> list[Path]:
