@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy.spatial import cKDTree
 
 from fundusfeat import R2D2Fundus
 from fundusfeat.features import models
@@ -237,7 +238,7 @@ class TestBatchPickleIO:
         )
         path = str(tmp_path / "det.yml")
         source.save(path)
-        other = R2D2Fundus.create(model="r2d2", device="cpu")  # other model and weights
+        other = R2D2Fundus.create(model="r2d2", device="cpu", allow_untrained=True)  # other model
         other.read(path)
         assert other.model == DEFAULT_MODEL and other.config == source.config
         _same(other.detectAndCompute(retina, None), source.detectAndCompute(retina, None))
@@ -287,7 +288,7 @@ def test_cpu_vs_cuda(retina):
 def test_model_defaults_fill_unset_settings() -> None:
     default = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu")
     assert default.config == models.get(DEFAULT_MODEL).defaults
-    paper = R2D2Fundus.create(model="r2d2", device="cpu")
+    paper = R2D2Fundus.create(model="r2d2", device="cpu", allow_untrained=True)
     assert paper.config.target_diameter == 750.0 and paper.config.rel_thr == 0.7
     assert paper.config.min_scale == pytest.approx(1 / 3)
     mine = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu", rep_thr=0.9, target_diameter=None)
@@ -298,3 +299,36 @@ def test_model_defaults_fill_unset_settings() -> None:
 def test_target_diameter_rejects_other_strings() -> None:
     with pytest.raises(ValueError, match="target_diameter"):
         R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu", target_diameter="big")
+
+
+def test_untrained_shipped_weights_are_refused_unless_asked_for(capsys) -> None:
+    """A model whose shipped weights are a seeded placeholder is never run by accident:
+    the library raises a ValueError saying so, the CLI exits 2 with that line."""
+    from fundusfeat import cli
+
+    untrained = [name for name, spec in models.MODELS.items() if not spec.trained]
+    shipped = [n for n in untrained if models.MODELS[n].weights is not None]
+    for name in shipped:
+        with pytest.raises(ValueError, match="untrained"):
+            R2D2Fundus.create(model=name, device="cpu")
+        assert R2D2Fundus.create(model=name, device="cpu", allow_untrained=True).model == name
+    if shipped:
+        assert cli.main(["demo", "--model", shipped[0]]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "untrained" in err[0]
+
+
+def test_the_input_type_does_not_change_the_keypoints(demo_pair) -> None:
+    """One image as uint8, uint16 (x257) and float in [0, 1]: the same keypoints up to the
+    rounding of 1/255 (before, a uint8 image was resized in integers: 13-37 % of its
+    keypoints moved and the counts differed)."""
+    det = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu", target_diameter=384)
+    img = demo_pair[0]
+    ref = det.core.extract([det.core.prepare(img, None)])[0]
+    assert len(ref.xy) > 200
+    for other in (img.astype(np.uint16) * 257, img.astype(np.float32) / 255, img / 255.0):
+        f = det.core.extract([det.core.prepare(other, None)])[0]
+        assert len(f.xy) == len(ref.xy), other.dtype
+        dist, nearest = cKDTree(ref.xy).query(f.xy)  # the order of near-ties may change
+        assert dist.max() < 0.01, other.dtype
+        assert np.abs(f.desc - ref.desc[nearest]).max() < 1e-3, other.dtype

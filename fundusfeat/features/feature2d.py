@@ -55,6 +55,7 @@ class R2D2Fundus:
         weights: str | Path = "default",
         device: torch.device | str | None = None,
         backend: str = "auto",
+        allow_untrained: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -62,8 +63,16 @@ class R2D2Fundus:
         dev = resolve_device("cpu" if cpu_only and device is None else device)
         if not isinstance(weights, (str, Path)):
             raise TypeError(f"weights must be 'default' or a path, got {type(weights).__name__}")
-        if model is None and isinstance(weights, str) and weights == "default":
+        shipped = isinstance(weights, str) and weights == "default"
+        if model is None and shipped:
             model = models.default_model(dev)
+        if shipped and not models.get(model).trained and not allow_untrained:
+            raise ValueError(
+                f"model {model!r}: its shipped weights are untrained (a seeded "
+                "initialisation: few keypoints, registrations fail). Train it "
+                "(fundusfeat train) and pass weights=<checkpoint>, or pass "
+                "allow_untrained=True to run the placeholder (training, tests)"
+            )
         found, state = checkpoint.load_state_dict(weights, model)
         if not isinstance(config, DetectorConfig):  # settings given: fill the model's defaults
             config = models.get(found).defaults.replace(**config)
@@ -90,6 +99,7 @@ class R2D2Fundus:
         nms_size: int | None = None,
         scale_tolerance: float | None = None,
         max_upscale: float | None = None,
+        allow_untrained: bool = False,
     ) -> R2D2Fundus:
         """Create a detector; every setting left as None is the model's default.
 
@@ -119,6 +129,9 @@ class R2D2Fundus:
             nms_size: side of the non-maximum suppression window in level pixels (odd).
             scale_tolerance: working scales within this fraction of 1 are taken as 1.
             max_upscale: the largest enlargement to the working scale (>= 1).
+            allow_untrained: run a model whose shipped weights are untrained (its seeded
+                placeholder; for training and tests). Without it such a model is
+                refused with a ValueError that says so.
 
         Raises:
             TypeError, ValueError: an invalid argument (the message names it).
@@ -145,7 +158,14 @@ class R2D2Fundus:
                 )
         else:
             settings["target_diameter"] = target_diameter
-        return cls(settings, model=model, weights=weights, device=device, backend=backend)
+        return cls(
+            settings,
+            model=model,
+            weights=weights,
+            device=device,
+            backend=backend,
+            allow_untrained=allow_untrained,
+        )
 
     # ------------------------------------------------------------------ properties
     @property

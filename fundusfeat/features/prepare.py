@@ -19,7 +19,7 @@ from fundusfeat.features.models import Normalisation
 from fundusfeat.features.scale import working_scale
 from fundusfeat.features.settings import DetectorConfig
 from fundusfeat.features.tensors import tensor_from_checked
-from fundusfeat.io.arrays import resize_image
+from fundusfeat.io.arrays import resize_image, to_unit_float
 from fundusfeat.io.validation import MIN_IMAGE_SIDE, validate_image, validate_mask
 
 
@@ -97,7 +97,9 @@ def prepare(
             diameter, config.target_diameter, config.max_upscale, config.scale_tolerance
         )
         scale = max(scale, MIN_IMAGE_SIDE / min(h, w))
-    work, factors = resize_image(img, scale)
+    # resized as float32 in [0, 1] whatever the input type: a uint8, uint16 or float
+    # copy of one image gives the same keypoints (a uint8 resize would round)
+    work, factors = resize_image(to_unit_float(img), scale)
     norm = normalisation or Normalisation()
     valid = cv2.resize(
         region.astype(np.uint8), work.shape[1::-1], interpolation=cv2.INTER_NEAREST
