@@ -43,6 +43,11 @@ fundusfeat evaluate --impostors "${HELD_OUT[@]}" --methods r2d2fundus --quiet \
 # speed: detection, a whole registration against the classical pipeline, shift repeatability
 fundusfeat bench "${HELD_OUT[@]}" --device cpu --sizes 768,1152 --threads 2 --repeat 3 \
   --methods sift,sift-clahe,r2d2fundus --profile --pipeline --shift --quiet --out results/bench
+# the backends, warm and cold (a fresh process per row; the first row of OpenVINO converts
+# the network into the user's cache dir, the later ones load it)
+rm -rf "${FUNDUSFEAT_CACHE_DIR:-$HOME/.cache/fundusfeat}/openvino"
+fundusfeat bench "${HELD_OUT[@]}" --device cpu --sizes 768,1536 --threads 2 --repeat 3 \
+  --methods sift,r2d2fundus@openvino,r2d2fundus@torch --quiet --out results/backends
 
 # datasets: 84 pairs over 24 images (loop vs batch), then 1008 pairs (batch only, memory)
 python examples/batch_benchmark.py --sources "${HELD_OUT[@]}" --eyes 3 --visits 8 \

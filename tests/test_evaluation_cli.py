@@ -51,6 +51,22 @@ def test_make_detector_unknown(name):
         make_detector(name)
 
 
+def test_learned_methods_name_their_backend(retina):
+    from fundusfeat.evaluation.peers import is_learned
+
+    assert is_learned("r2d2fundus") and is_learned("r2d2fundus@torch")
+    assert is_learned("r2d2fundus-fast@openvino") and not is_learned("sift@torch")
+    assert not is_learned("r2d2fundus@") and not is_learned("r2d2fundus@auto")
+    det = make_detector("r2d2fundus@torch", device="cpu")
+    assert det.core.backend == "torch"
+    small = resize_to_fov(retina, 200)
+    config = BenchConfig(methods=("r2d2fundus@torch",), sizes=(200,), repeat=1, isolate=False)
+    result = measure("r2d2fundus@torch", "cpu", 200, [small], config)
+    assert result.create_seconds > 0 and result.first_seconds > 0 and result.keypoints > 0
+    with pytest.raises(ValueError, match="backend"):
+        make_detector("r2d2fundus@tensorrt", device="cpu")
+
+
 def test_parse_methods():
     assert parse_methods(" sift, orb,sift ") == ["sift", "orb"]
     with pytest.raises(ValueError):

@@ -86,6 +86,10 @@ class BenchResult:
         peak_rss_mib: peak resident memory of the measuring process (MiB).
         base_rss_mib: its resident memory before the detector was created (MiB).
         peak_gpu_mib: peak torch CUDA memory allocated (MiB), None on CPU.
+        create_seconds: creating the detector (in an isolated run, a fresh process: what
+            every new command pays, e.g. OpenVINO's compilation).
+        first_seconds: its first call on the first image (one-time costs of a first
+            call, e.g. allocator warm-up), the first warm-up call.
     """
 
     method: str
@@ -98,6 +102,8 @@ class BenchResult:
     peak_rss_mib: float
     base_rss_mib: float
     peak_gpu_mib: float | None
+    create_seconds: float = 0.0
+    first_seconds: float = 0.0
 
 
 def resize_to_fov(image: np.ndarray, size: int) -> np.ndarray:
@@ -149,14 +155,22 @@ def measure(
     """
     set_threads(config.threads)
     base = rss_mib(peak=False)
+    start = time.perf_counter()
     detector = make_detector(method, device=device)
+    create = time.perf_counter() - start
     set_threads(config.threads)
     if device == "cuda":
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(config.warmup):
+    first = 0.0
+    for n in range(config.warmup):
+        _sync(device)
+        start = time.perf_counter()
         detector.detectAndCompute(images[0], None)
+        _sync(device)
+        if n == 0:
+            first = time.perf_counter() - start
     times, counts = [], []
     for image in images:
         for _ in range(config.repeat):
@@ -184,6 +198,8 @@ def measure(
         peak_rss_mib=max(rss_mib(peak=True), base),
         base_rss_mib=base,
         peak_gpu_mib=gpu,
+        create_seconds=create,
+        first_seconds=first,
     )
 
 
@@ -242,7 +258,8 @@ def bench_table(results: Sequence[BenchResult]) -> str:
     """A markdown table of the results; ``x SIFT`` is the time over ``sift``'s at the same
     size and threads ("-" where sift was not measured)."""
     columns = ["method", "device", "FOV px", "image", "threads", "s/image", "x SIFT"]
-    columns += ["keypoints", "peak RSS MiB", "base RSS MiB", "peak GPU MiB"]
+    columns += ["create s", "1st call s", "keypoints", "peak RSS MiB", "base RSS MiB"]
+    columns += ["peak GPU MiB"]
     sift = {(r.size, r.threads): r.seconds for r in results if r.method == "sift"}
 
     def ratio(r: BenchResult) -> str:
@@ -258,6 +275,8 @@ def bench_table(results: Sequence[BenchResult]) -> str:
             r.threads,
             f"{r.seconds:.3f}",
             ratio(r),
+            f"{r.create_seconds:.2f}",
+            f"{r.first_seconds:.2f}" if r.first_seconds else "-",
             f"{r.keypoints:.0f}",
             f"{r.peak_rss_mib:.0f}",
             f"{r.base_rss_mib:.0f}",

@@ -33,7 +33,9 @@ from fundusfeat.io.arrays import to_uint8
 CLASSICAL = ("sift", "sift-clahe", "orb", "akaze")
 LEARNED = ("r2d2fundus", *(f"r2d2fundus-{name}" for name in models.names()))
 METHODS = CLASSICAL + LEARNED
-"""The built-in method names (plus any ``module:factory``)."""
+"""The built-in method names (plus any ``module:factory``). A learned method may name its
+inference backend after an ``@``: ``r2d2fundus@openvino``, ``r2d2fundus-fast@torch``
+(:data:`fundusfeat.features.detector.BACKENDS`; without one, ``R2D2Fundus``'s default)."""
 
 
 class ClaheSift:
@@ -111,13 +113,22 @@ class ClaheSift:
         return f"ClaheSift(clip_limit={clip}, tiles={tiles}, nfeatures={n})"
 
 
-def _r2d2(model: str | None, device: str | None) -> Any:
+def _r2d2(model: str | None, device: str | None, backend: str = "auto") -> Any:
     from fundusfeat.features.feature2d import R2D2Fundus  # imports torch: only when asked for
 
-    kwargs: dict[str, Any] = {"device": device}
+    kwargs: dict[str, Any] = {"device": device, "backend": backend}
     if model is not None:
         kwargs["model"] = model
     return R2D2Fundus.create(**kwargs)
+
+
+def _learned(name: str) -> tuple[str, str] | None:
+    """``(method, backend)`` of a learned method name (``"auto"`` without ``@``), else
+    None."""
+    base, sep, backend = name.partition("@")
+    if base not in _MODELS or (sep and backend in ("", "auto")):
+        return None
+    return base, backend or "auto"
 
 
 def _akaze() -> Any:
@@ -140,7 +151,7 @@ _MODELS: dict[str, str | None] = {
 
 def is_learned(name: str) -> bool:
     """True for the R2D2Fundus methods (the ones that run on a torch device)."""
-    return name in LEARNED
+    return _learned(name) is not None
 
 
 def make_detector(name: str, device: str | None = None) -> Any:
@@ -159,8 +170,10 @@ def make_detector(name: str, device: str | None = None) -> Any:
     """
     if name in _OPENCV:
         return _OPENCV[name]()
-    if name in _MODELS:
-        return _r2d2(_MODELS[name], device)
+    learned = _learned(name)
+    if learned is not None:
+        base, backend = learned
+        return _r2d2(_MODELS[base], device, backend)
     module_name, sep, attr = name.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"unknown method {name!r}: expected one of {METHODS} or 'module:factory'")

@@ -77,10 +77,10 @@ class Detector:
         state_dict: the network's weights (CPU tensors).
         config: the settings.
         device: the torch device (already resolved).
-        backend: ``"auto"`` (OpenVINO on the CPU when installed, else torch; the
-            environment variable ``FUNDUSFEAT_BACKEND`` overrides it, see
-            :func:`fundusfeat.features.openvino_net.resolve_backend`), ``"torch"``,
-            ``"openvino"`` (CPU; compiled once per weights, thread count and process) or
+        backend: ``"auto"`` (torch; the environment variable ``FUNDUSFEAT_BACKEND``
+            overrides it, see :func:`fundusfeat.features.openvino_net.resolve_backend`),
+            ``"torch"``, ``"openvino"`` (CPU; converted once per machine, compiled once per
+            weights, thread count and process) or
             ``"onnx"`` (OpenCV DNN on the CPU; the model is exported once per weights and
             process, see :func:`fundusfeat.features.onnx.onnx_network`). The resolved name
             is :attr:`backend`.

@@ -122,9 +122,9 @@ class R2D2Fundus:
             border: keypoints within this many level pixels of the FOV rim, mask edge or
                 image border are dropped.
             keypoint_size: ``KeyPoint.size`` in working-scale pixels at pyramid scale 1.
-            backend: ``"auto"`` (OpenVINO on the CPU when the ``openvino`` package is
-                installed, else torch; ``FUNDUSFEAT_BACKEND=torch`` forces torch),
-                ``"torch"``, ``"openvino"`` (CPU) or ``"onnx"`` (the network exported to
+            backend: ``"auto"`` (torch, unless ``FUNDUSFEAT_BACKEND`` names another),
+                ``"torch"``, ``"openvino"`` (CPU; the ``openvino`` extra, converted once
+                per machine into the user's cache dir) or ``"onnx"`` (the network exported to
                 ONNX and run by OpenCV's DNN module on the CPU; needs the ``onnx`` package).
             nms_size: side of the non-maximum suppression window in level pixels (odd).
             scale_tolerance: working scales within this fraction of 1 are taken as 1.

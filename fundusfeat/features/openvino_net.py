@@ -1,16 +1,23 @@
-"""An OpenVINO inference backend for the networks (CPU), the default where OpenVINO is
-installed (``pip install fundusfeat[openvino]``).
+"""An OpenVINO inference backend for the networks (CPU), opt-in
+(``pip install fundusfeat[openvino]``, then ``backend="openvino"`` or
+``FUNDUSFEAT_BACKEND=openvino``).
 
 :func:`openvino_network` converts a folded torch network with ``openvino.convert_model``
 (dynamic batch, height and width; no ONNX file), compiles it for the CPU in float32 with
 an explicit thread count, and caches the compiled model per (model, weights, threads) in
-the process. :class:`OpenVinoNetwork` is called like the torch network and returns the
+the process. The conversion is done once per machine: the converted network is saved
+(float32 IR) under the user's cache dir (:func:`fundusfeat.io.user_cache.user_cache_dir`,
+``openvino/<model>-<weights sha256>``) and compiled from there with OpenVINO's own model
+cache beside it (one per thread count), so a new process loads instead of converting and
+compiling. :class:`OpenVinoNetwork` is called like the torch network and returns the
 same ``(descriptors, reliability, repeatability)`` tensors (within 1e-4), so the keypoint
 code is unchanged.
 
-Backend choice (:func:`resolve_backend`): ``"auto"`` is ``"openvino"`` on the CPU when the
-``openvino`` package imports, else ``"torch"``; the environment variable
-``FUNDUSFEAT_BACKEND`` (``torch``, ``openvino``, ``onnx``) overrides ``"auto"``.
+Backend choice (:func:`resolve_backend`): ``"auto"`` is ``"torch"``, the environment
+variable ``FUNDUSFEAT_BACKEND`` (``torch``, ``openvino``, ``onnx``) overrides it. OpenVINO
+is not the default because it was not faster where it was measured (``fundusfeat bench
+--methods r2d2fundus@torch,r2d2fundus@openvino``, docs/benchmarks.md): the same warm
+detection time at 768 px, slower at 1536 px, and a new process paid its compilation.
 
 Threads: OpenVINO's own pool is sized by :func:`inference_threads`, which is
 ``torch.get_num_threads()`` (so ``OMP_NUM_THREADS``, ``torch.set_num_threads`` and the
@@ -23,16 +30,27 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
+import shutil
+import tempfile
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from fundusfeat.io.user_cache import user_cache_dir
+
+logger = logging.getLogger(__name__)
+
+NETWORK_FILE = "network.xml"
+"""The converted network's IR in its cache folder (weights beside it, ``network.bin``)."""
 
 ENV_BACKEND = "FUNDUSFEAT_BACKEND"
 ENV_THREADS = "FUNDUSFEAT_OV_THREADS"
@@ -49,8 +67,7 @@ def openvino_available() -> bool:
 
 def resolve_backend(backend: str, device: torch.device, choices: tuple[str, ...]) -> str:
     """The backend to run: ``backend`` itself, or for ``"auto"`` the environment's
-    ``FUNDUSFEAT_BACKEND`` when set, else ``"openvino"`` on a CPU with OpenVINO installed,
-    else ``"torch"``.
+    ``FUNDUSFEAT_BACKEND`` when set, else ``"torch"`` (see the module docstring).
 
     Raises:
         ValueError: ``FUNDUSFEAT_BACKEND`` names no backend of ``choices``.
@@ -62,7 +79,8 @@ def resolve_backend(backend: str, device: torch.device, choices: tuple[str, ...]
         if forced not in choices or forced == "auto":
             raise ValueError(f"{ENV_BACKEND} must be one of {choices[1:]}, got {forced!r}")
         return forced
-    return "openvino" if device.type == "cpu" and openvino_available() else "torch"
+    del device  # the default is the same on every device (measured, module docstring)
+    return "torch"
 
 
 def inference_threads() -> int:
@@ -79,16 +97,68 @@ def inference_threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _compile(net: nn.Module, threads: int) -> Any:
+def _convert(net: nn.Module) -> Any:
     import openvino as ov
 
     example = torch.zeros(1, 3, 64, 64)
     with warnings.catch_warnings():  # the input checks are constant under tracing
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # convert_model traces with jit
-        model = ov.convert_model(
+        return ov.convert_model(
             net.cpu().eval(), example_input=example, input=[ov.PartialShape([-1, 3, -1, -1])]
         )
+
+
+def cache_folder(model: str, digest: str) -> Path:
+    """Where the converted network of ``model`` with weights ``digest`` is kept."""
+    import openvino as ov
+
+    version = ov.__version__.split("-")[0]
+    return user_cache_dir("openvino", f"{model}-{digest[:24]}-ov{version}")
+
+
+def _saved(net: nn.Module, folder: Path) -> Path | None:
+    """The network's float32 IR in ``folder`` (converted and saved the first time; a
+    unique temporary folder renamed into place, so two processes never see half a file),
+    or None when the cache cannot be written."""
+    import openvino as ov
+
+    xml = folder / NETWORK_FILE
+    if xml.is_file() and xml.with_suffix(".bin").is_file():
+        return xml
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp-"))
+        try:
+            ov.save_model(_convert(net), str(tmp / NETWORK_FILE), compress_to_fp16=False)
+            if folder.is_dir() and not xml.is_file():  # a damaged entry
+                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another process saved it first
+                if not xml.is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:
+        logger.warning("OpenVINO: cannot keep the converted network in %s (%s)", folder, err)
+        return None
+    return xml
+
+
+def _compile(net: nn.Module, threads: int, folder: Path | None = None) -> Any:
+    """The network compiled for the CPU; from (and into) ``folder`` when given."""
+    import openvino as ov
+
+    core = ov.Core()
+    source: Any = None
+    if folder is not None:
+        xml = _saved(net, folder)
+        if xml is not None:
+            core.set_property({"CACHE_DIR": str(folder / f"compiled-{threads}-threads")})
+            source = str(xml)
+    if source is None:
+        source = _convert(net)
     config = {
         "INFERENCE_NUM_THREADS": threads,
         "INFERENCE_PRECISION_HINT": "f32",
@@ -96,7 +166,7 @@ def _compile(net: nn.Module, threads: int) -> Any:
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
     }
-    return ov.Core().compile_model(model, "CPU", config)
+    return core.compile_model(source, "CPU", config)
 
 
 def openvino_network(
@@ -107,11 +177,12 @@ def openvino_network(
     from fundusfeat.features.onnx import state_digest
 
     threads = inference_threads()
-    key = (model, state_digest(state_dict), threads)
+    digest = state_digest(state_dict)
+    key = (model, digest, threads)
     with _lock:
         compiled = _compiled.get(key)
         if compiled is None:
-            compiled = _compile(net, threads)
+            compiled = _compile(net, threads, cache_folder(model, digest))
             _compiled[key] = compiled
             while len(_compiled) > _CACHE_SIZE:
                 _compiled.popitem(last=False)
