@@ -138,3 +138,17 @@ def test_compare_visits_example(monkeypatch, tmp_path, capsys):
     assert "painted lesions found: 3/3; false regions: 0" in capsys.readouterr().out
     for name in ("flicker.gif", "changes.png", "difference.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_sift_clahe_script_registers_the_demo_pair(monkeypatch, capsys):
+    data = Path(__file__).resolve().parents[1] / "fundusfeat" / "data"
+    a, b = str(data / "retina_a.jpg"), str(data / "retina_b.jpg")
+    assert _run(monkeypatch, "sift_clahe_register.py", a, b) == 0
+    out = capsys.readouterr().out
+    assert "H = [[" in out and int(out.split("inliers: ")[1].split()[0]) >= 20
+
+
+def test_cold_commands_times_both(monkeypatch, capsys):
+    assert _run(monkeypatch, "cold_commands.py", "--repeat", "1", "--side", "600") == 0
+    out = capsys.readouterr().out
+    assert "fundusfeat register:" in out and "SIFT-CLAHE script:" in out and "ratio:" in out
