@@ -153,6 +153,26 @@ def test_new_loss_terms_train(tmp_path: Path) -> None:
     assert last["loc"] > 0 and np.isfinite(last["loss"]) and 0 <= last["mnn_accuracy"] <= 1
 
 
+def test_lean_network_distilled_from_the_shipped_fast_network(tmp_path: Path) -> None:
+    """The lean config's recipe on the smoke images: the distillation term is on, finite,
+    and falls over a few steps at a high learning rate; the checkpoint loads as "lean"."""
+    lean = load_config(ROOT / "training" / "configs" / "lean.toml")
+    cfg = _smoke(tmp_path, steps=6, val_every=0, log_every=1)
+    cfg = dataclasses.replace(
+        cfg,
+        model=lean.model,
+        loss=dataclasses.replace(cfg.loss, distill_weight=1.0),
+        optim=dataclasses.replace(cfg.optim, lr=3e-3),
+    )
+    trainer = Trainer(cfg)
+    assert trainer.teacher is not None and not trainer.teacher.training
+    state = trainer.fit()
+    distill = [h["distill"] for h in state.history]
+    assert all(np.isfinite(distill)) and distill[-1] < distill[0]
+    det = R2D2Fundus.create(weights=str(tmp_path / "last.pt"), device="cpu", target_diameter=256)
+    assert det.model == "lean"
+
+
 def test_resume_rejects_other_architecture(tmp_path: Path) -> None:
     Trainer(_smoke(tmp_path, steps=1, val_every=0)).fit()
     cfg = _smoke(tmp_path, steps=2)
@@ -171,6 +191,8 @@ def test_resume_rejects_other_architecture(tmp_path: Path) -> None:
         ({"optim": {"batch_pairs": 8, "micro_batch": 3}}, "micro_batch"),
         ({"loss": {"near_radius": [4.0, 2.0]}}, "near_radius"),
         ({"loss": {"loc_weight": -1.0}}, "loc_weight"),
+        ({"loss": {"distill_weight": 1.0}}, "model.teacher"),
+        ({"model": {"teacher": "r2d2"}}, "model.teacher"),
     ],
 )
 def test_config_validation(raw: dict, match: str) -> None:

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fundusfeat.features.network import IMAGE_MEAN, IMAGE_STD, FastNet, FastNetV1, R2D2Net
+from fundusfeat.features.network import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    FastNet,
+    FastNetV1,
+    LeanNet,
+    R2D2Net,
+)
 from fundusfeat.features.settings import DetectorConfig
 
 
@@ -77,6 +84,16 @@ MODELS: dict[str, ModelSpec] = {
             trained=False,
             summary="the first CPU-fast network (keypoints lock to its stride-8 grid; "
             "weights in training/checkpoints, not shipped)",
+        ),
+        ModelSpec(
+            name="lean",
+            network=LeanNet,
+            defaults=DetectorConfig(),
+            weights=None,  # in training by distillation (training/configs/lean.toml)
+            sha256=None,
+            trained=False,
+            summary="the leaner CPU network (stride-2 work only; distilled from fast; "
+            "not shipped yet)",
         ),
         ModelSpec(
             name="r2d2",

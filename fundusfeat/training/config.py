@@ -36,11 +36,15 @@ class ModelConfig:
             and buffer of the same name and shape (the rest keeps He initialisation);
             "" = none. Used to start a new architecture from a trained one; ignored when
             resuming. A relative path follows the config file.
+        teacher: a model whose shipped weights are trained (e.g. ``"fast"``): its
+            outputs on every training image are the targets of the distillation loss
+            (``loss.distill_weight``); "" = none.
     """
 
     name: str = "fast"
     dim: int = 128
     init_from: str = ""
+    teacher: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,11 @@ class LossConfig:
 
     Attributes:
         descriptor: ``"ap"`` (the paper's AP loss with reliability) or ``"infonce"``.
+        distill_weight: weight of the distillation loss (the teacher's repeatability,
+            reliability and descriptors, :func:`~fundusfeat.training.losses.distillation_terms`),
+            added to the rest; 0 = off (needs ``model.teacher`` when on).
+        distill_peak_weight: the repeatability term weighs a pixel ``1 + this x`` the
+            teacher's repeatability there (its peaks are the keypoints).
         k: the reliability margin of ``1 - AP * R - k (1 - R)`` (paper: 0.5; AP loss
             only: with InfoNCE the reliability is fitted to the match probability by
             binary cross-entropy).
@@ -99,6 +108,8 @@ class LossConfig:
     """
 
     descriptor: str = "infonce"
+    distill_weight: float = 0.0
+    distill_peak_weight: float = 4.0
     k: float = 0.5
     window: int = 16
     cosim_centered: bool = False
@@ -211,6 +222,18 @@ def _validate(cfg: TrainConfig) -> None:
         (0 <= cfg.data.min_overlap <= 1, "data.min_overlap must be in [0, 1]"),
         (cfg.loss.descriptor in DESCRIPTOR_LOSSES, f"loss.descriptor: one of {DESCRIPTOR_LOSSES}"),
         (cfg.loss.window >= 2, "loss.window must be >= 2"),
+        (cfg.loss.distill_weight >= 0, "loss.distill_weight must be >= 0"),
+        (cfg.loss.distill_peak_weight >= 0, "loss.distill_peak_weight must be >= 0"),
+        (
+            cfg.loss.distill_weight == 0 or bool(cfg.model.teacher),
+            "loss.distill_weight needs model.teacher",
+        ),
+        (
+            not cfg.model.teacher
+            or (cfg.model.teacher in models.names() and models.get(cfg.model.teacher).trained),
+            "model.teacher must be a model with trained shipped weights "
+            f"({[n for n in models.names() if models.get(n).trained]})",
+        ),
         (cfg.loss.grid_step >= 1, "loss.grid_step must be >= 1"),
         (cfg.loss.temperature > 0, "loss.temperature must be positive"),
         (cfg.loss.ap_bins >= 2, "loss.ap_bins must be >= 2"),

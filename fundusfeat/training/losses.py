@@ -356,3 +356,44 @@ def mutual_nn_accuracy(sim: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     idx = torch.arange(sim.shape[-1], device=sim.device)
     ok = (sim.argmax(-1) == idx) & (sim.argmax(-2) == idx) & valid
     return ok.sum() / valid.sum().clamp_min(1)
+
+
+def distillation_terms(
+    student: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    valid: torch.Tensor,
+    xy: torch.Tensor,
+    strides: tuple[int, int],
+    peak_weight: float = 4.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The student's outputs fitted to the teacher's on the same images.
+
+    Args:
+        student, teacher: ``(descriptors, reliability, repeatability)`` of the networks
+            on the same ``(B, 3, H, W)`` batch (the teacher's without gradient).
+        valid: ``(B, 1, H, W)`` 1 inside the fields of view.
+        xy: ``(B, N, 2)`` pixel points where the descriptors are compared.
+        strides: descriptor strides ``(student, teacher)``.
+        peak_weight: a pixel weighs ``1 + peak_weight x`` the teacher's repeatability.
+
+    Returns:
+        ``(rep, rel, desc)``: the weighted binary cross-entropy of the repeatability and
+        of the reliability to the teacher's (soft targets; over valid pixels), and
+        ``1 - cos`` between the unit descriptors at ``xy``.
+    """
+    (sd, srel, srep), (td, trel, trep) = student, teacher
+    eps = 1e-6
+    n = valid.sum().clamp_min(1.0)
+
+    def bce(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        p = p.clamp(eps, 1 - eps)
+        return -(w * (t * torch.log(p) + (1 - t) * torch.log(1 - p))).sum() / n
+
+    rep = bce(srep, trep, valid * (1.0 + peak_weight * trep))
+    rel = bce(srel, trel, valid)
+    ds = sample_unit_descriptors(sd, xy, strides[0])
+    dt = sample_unit_descriptors(td, xy, strides[1])
+    inside = sample_maps(valid, xy)[..., 0] > 0.99
+    cos = (ds * dt).sum(-1)
+    desc = ((1.0 - cos) * inside).sum() / inside.sum().clamp_min(1)
+    return rep, rel, desc

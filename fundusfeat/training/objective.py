@@ -1,7 +1,7 @@
 """The training objective of one batch of pairs: repeatability + descriptor/reliability.
 
 ``L = L_desc + rep_weight * (L_cosim + peaky_weight * (L_peaky(S1) + L_peaky(S2)))
-+ loc_weight * L_loc``
++ loc_weight * L_loc + distill_weight * L_distill``
 
 - ``L_cosim``/``L_peaky``: the paper's repeatability terms on N x N windows.
 - ``L_desc`` with ``descriptor = "ap"``: the paper's ``1 - AP * R - k (1 - R)`` averaged
@@ -15,6 +15,9 @@
   cross-entropy keeps a gradient ``R - q`` on the logit and calibrates R as the
   probability that the descriptor matches.) With ``near_negatives = K`` each query
   also competes with K points 2-6 px from its true match (``near_radius``).
+- ``L_distill`` (``distill_weight``): the student's repeatability, reliability and
+  descriptors fitted to a frozen teacher's on the same images
+  (:func:`~fundusfeat.training.losses.distillation_terms`).
 - ``L_loc``: the sub-pixel localisation loss
   (:func:`~fundusfeat.training.losses.localization_loss`), which rewards heatmap peaks
   that move with the image by fractions of a pixel.
@@ -33,6 +36,7 @@ from fundusfeat.training.losses import (
     correspondences,
     cosim_loss,
     descriptor_terms,
+    distillation_terms,
     localization_loss,
     near_offsets,
     peaky_loss,
@@ -51,6 +55,7 @@ def batch_loss(
     cfg: LossConfig,
     offset: tuple[float, float],
     generator: torch.Generator | None = None,
+    teacher: nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of a batch and its terms.
 
@@ -61,6 +66,8 @@ def batch_loss(
         offset: (x, y) shift in [0, grid_step) of the query grid for this batch (its
             integer part also places the localisation loss's cells).
         generator: CPU generator of the close negatives' offsets (None: seeded 0).
+        teacher: the frozen network whose outputs the distillation loss fits
+            (``cfg.distill_weight > 0``).
 
     Returns:
         The scalar loss and a dict of floats: loss, desc, cosim, peaky, loc (0 when
@@ -116,6 +123,8 @@ def batch_loss(
     rel_term = (per_point * corr.valid).sum() / n_valid
     desc_loss = rel_term + ce
     loss = desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky) + cfg.loc_weight * loc
+    distill = _distillation(net, teacher, images, (desc, rel, rep), batch, corr, cfg)
+    loss = loss + cfg.distill_weight * distill
     terms = {
         "loss": loss.item(),
         "desc": desc_loss.item(),
@@ -125,8 +134,34 @@ def batch_loss(
         "quality": (quality.detach() * corr.valid).sum().item() / n_valid.item(),
         "rel": (r.detach() * corr.valid).sum().item() / n_valid.item(),
         "mnn_accuracy": accuracy.item(),
+        "distill": distill.item(),
     }
     return loss, terms
+
+
+def _distillation(
+    net: nn.Module,
+    teacher: nn.Module | None,
+    images: torch.Tensor,
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    batch: PairBatch,
+    corr: Correspondences,
+    cfg: LossConfig,
+) -> torch.Tensor:
+    """The distillation loss of both images of every pair (0 when off)."""
+    if cfg.distill_weight <= 0:
+        return outputs[1].new_zeros(())
+    if teacher is None:
+        raise ValueError("loss.distill_weight > 0 needs a teacher network")
+    with torch.no_grad():
+        target = tuple(t.float() for t in teacher(images))
+    valid = torch.cat([batch.valid1, batch.valid2])
+    xy = torch.cat([corr.xy1, corr.xy1])  # the query grid, in every image
+    strides = (_stride_of(net), _stride_of(teacher))
+    rep, rel, desc = distillation_terms(
+        outputs, target, valid, xy, strides, cfg.distill_peak_weight
+    )
+    return rep + rel + desc
 
 
 def _near_negatives(

@@ -28,7 +28,9 @@ import torch.distributed as dist
 from torch import nn
 
 from fundusfeat.features import models
+from fundusfeat.features.checkpoint import load_state_dict
 from fundusfeat.features.hardware import cpu_has_native_bf16, hardware_name, resolve_device
+from fundusfeat.features.network import fold_for_inference
 from fundusfeat.io.images import expand_image_args
 from fundusfeat.training.config import TrainConfig
 from fundusfeat.training.objective import batch_loss
@@ -79,6 +81,7 @@ class Trainer:
         torch.manual_seed(cfg.run.seed + self.rank)
         self.net = models.get(cfg.model.name).build(cfg.model.dim).to(self.device)
         self.net = self.net.to(memory_format=torch.channels_last)
+        self.teacher = self._make_teacher(cfg.model.teacher)
         self.optimizer = torch.optim.Adam(
             self.net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
         )
@@ -96,6 +99,18 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.out_dir = Path(cfg.run.out_dir)
+
+    def _make_teacher(self, name: str) -> nn.Module | None:
+        """The frozen teacher of the distillation (shipped weights, eval mode), or None."""
+        if not name:
+            return None
+        found, state = load_state_dict("default", name)
+        net = models.get(found).build(self.cfg.model.dim)
+        net.load_state_dict(state)
+        net = fold_for_inference(net).to(self.device).to(memory_format=torch.channels_last)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
 
     # ------------------------------------------------------------------ data
     def _make_sampler(self, images: str, seed: int) -> PairSampler:
@@ -210,7 +225,9 @@ class Trainer:
         for _ in range(chunks):
             batch = self.sampler.batch(cfg.optim.micro_batch).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss, terms = batch_loss(self.model, batch, cfg.loss, self._offset(), self.near_rng)
+                loss, terms = batch_loss(
+                    self.model, batch, cfg.loss, self._offset(), self.near_rng, self.teacher
+                )
             (loss / chunks).backward()
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v / chunks
@@ -258,7 +275,9 @@ class Trainer:
                 window_start, window_pairs = now, 0
                 self._report(info, progress)
             if cfg.val_every > 0 and step % cfg.val_every == 0 and self.val_batches:
-                metrics = validate(self.net, self.val_batches, self.cfg.loss, self.device)
+                metrics = validate(
+                    self.net, self.val_batches, self.cfg.loss, self.device, self.teacher
+                )
                 self._report(
                     {"step": step, **{f"val_{k}": v for k, v in metrics.items()}}, progress
                 )

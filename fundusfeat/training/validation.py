@@ -12,7 +12,11 @@ from fundusfeat.training.pairs import PairBatch
 
 @torch.inference_mode()
 def validate(
-    net: nn.Module, batches: list[PairBatch], cfg: LossConfig, device: torch.device
+    net: nn.Module,
+    batches: list[PairBatch],
+    cfg: LossConfig,
+    device: torch.device,
+    teacher: nn.Module | None = None,
 ) -> dict[str, float]:
     """Mean loss terms (incl. ``mnn_accuracy``) of the network in eval mode on fixed pairs.
 
@@ -25,7 +29,7 @@ def validate(
     offset = (cfg.grid_step / 2, cfg.grid_step / 2)
     try:
         for batch in batches:
-            _, terms = batch_loss(net, batch.to(device), cfg, offset)
+            _, terms = batch_loss(net, batch.to(device), cfg, offset, teacher=teacher)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v / len(batches)
     finally:
