@@ -259,9 +259,9 @@ class LeanNet(nn.Module):
     2 x 2 pixels) and a softmax over the two classes: a stride-1 heatmap from stride-2
     work. Descriptors and reliability: binomial low-pass (:class:`Blur`) before each
     strided conv, 32 channels at 1/4, 64 at 1/8 and a 1x1 conv to ``dim``; the same
-    stride-8 contract as :class:`FastNet`. About 2x faster than :class:`FastNet` on the
-    CPU (116 ms against 251 ms for a 1011-px image, 32 against 63 ms at 640 px; 2-core
-    AMD EPYC, results/lean_speed.py of issue 31's notes). Trained by distillation from
+    stride-8 contract as :class:`FastNet`. About 1.7x faster than :class:`FastNet` on the
+    CPU (``python examples/network_speed.py``, 2 threads of an AMD EPYC: 133 ms against
+    229 ms at 1011 x 1011 px, 46 against 78 ms at 640 x 640). Trained by distillation from
     :class:`FastNet` (``training/configs/lean.toml``). Input height and width need not be
     multiples of 8.
     """
