@@ -123,7 +123,8 @@ def batch_loss(
     rel_term = (per_point * corr.valid).sum() / n_valid
     desc_loss = rel_term + ce
     loss = desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky) + cfg.loc_weight * loc
-    distill = _distillation(net, teacher, images, (desc, rel, rep), batch, corr, cfg)
+    parts = _distillation(net, teacher, images, (desc, rel, rep), batch, corr, cfg)
+    distill = parts[0] + parts[1] + parts[2]
     loss = loss + cfg.distill_weight * distill
     terms = {
         "loss": loss.item(),
@@ -135,6 +136,9 @@ def batch_loss(
         "rel": (r.detach() * corr.valid).sum().item() / n_valid.item(),
         "mnn_accuracy": accuracy.item(),
         "distill": distill.item(),
+        "distill_rep": parts[0].item(),
+        "distill_rel": parts[1].item(),
+        "distill_desc": parts[2].item(),
     }
     return loss, terms
 
@@ -147,10 +151,12 @@ def _distillation(
     batch: PairBatch,
     corr: Correspondences,
     cfg: LossConfig,
-) -> torch.Tensor:
-    """The distillation loss of both images of every pair (0 when off)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distillation terms ``(rep, rel, desc)`` of both images of every pair (zeros
+    when off)."""
     if cfg.distill_weight <= 0:
-        return outputs[1].new_zeros(())
+        zero = outputs[1].new_zeros(())
+        return zero, zero, zero
     if teacher is None:
         raise ValueError("loss.distill_weight > 0 needs a teacher network")
     with torch.no_grad():
@@ -158,10 +164,7 @@ def _distillation(
     valid = torch.cat([batch.valid1, batch.valid2])
     xy = torch.cat([corr.xy1, corr.xy1])  # the query grid, in every image
     strides = (_stride_of(net), _stride_of(teacher))
-    rep, rel, desc = distillation_terms(
-        outputs, target, valid, xy, strides, cfg.distill_peak_weight
-    )
-    return rep + rel + desc
+    return distillation_terms(outputs, target, valid, xy, strides, cfg.distill_peak_weight)
 
 
 def _near_negatives(
