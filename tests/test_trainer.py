@@ -193,6 +193,7 @@ def test_resume_rejects_other_architecture(tmp_path: Path) -> None:
         ({"loss": {"loc_weight": -1.0}}, "loc_weight"),
         ({"loss": {"distill_weight": 1.0}}, "model.teacher"),
         ({"model": {"teacher": "r2d2"}}, "model.teacher"),
+        ({"loss": {"pair_weight": 0.0}}, "cannot both be 0"),
     ],
 )
 def test_config_validation(raw: dict, match: str) -> None:

@@ -1,7 +1,7 @@
 """The training objective of one batch of pairs: repeatability + descriptor/reliability.
 
-``L = L_desc + rep_weight * (L_cosim + peaky_weight * (L_peaky(S1) + L_peaky(S2)))
-+ loc_weight * L_loc + distill_weight * L_distill``
+``L = pair_weight * (L_desc + rep_weight * (L_cosim + peaky_weight * (L_peaky(S1) +
+L_peaky(S2))) + loc_weight * L_loc) + distill_weight * L_distill``
 
 - ``L_cosim``/``L_peaky``: the paper's repeatability terms on N x N windows.
 - ``L_desc`` with ``descriptor = "ap"``: the paper's ``1 - AP * R - k (1 - R)`` averaged
@@ -124,8 +124,8 @@ def batch_loss(
     desc_loss = rel_term + ce
     loss = desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky) + cfg.loc_weight * loc
     parts = _distillation(net, teacher, images, (desc, rel, rep), batch, corr, cfg)
-    distill = parts[0] + parts[1] + parts[2]
-    loss = loss + cfg.distill_weight * distill
+    distill = parts[0] + parts[1] + cfg.distill_desc_weight * parts[2]
+    loss = cfg.pair_weight * loss + cfg.distill_weight * distill
     terms = {
         "loss": loss.item(),
         "desc": desc_loss.item(),
