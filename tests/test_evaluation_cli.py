@@ -9,6 +9,7 @@ import pickle
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fundusfeat.cli import evaluate as commands
 from fundusfeat.evaluation import ClaheSift, make_detector
@@ -65,6 +66,21 @@ def test_learned_methods_name_their_backend(retina):
     assert result.create_seconds > 0 and result.first_seconds > 0 and result.keypoints > 0
     with pytest.raises(ValueError, match="backend"):
         make_detector("r2d2fundus@tensorrt", device="cpu")
+    assert not is_learned("r2d2fundus=") and not is_learned("sift=x.pt")
+
+
+def test_a_learned_method_names_a_checkpoint(tmp_path):
+    """``r2d2fundus=CHECKPOINT[@backend]``: a training run's network, model from the file."""
+    from fundusfeat.evaluation.peers import is_learned
+    from fundusfeat.features import models
+
+    path = tmp_path / "lean.pt"
+    torch.save({"model": "lean", "state_dict": models.get("lean").build().state_dict()}, path)
+    assert is_learned(f"r2d2fundus={path}@torch")
+    det = make_detector(f"r2d2fundus={path}@torch", device="cpu")
+    assert det.model == "lean" and det.core.backend == "torch"
+    with pytest.raises(FileNotFoundError):
+        make_detector(f"r2d2fundus={tmp_path / 'missing.pt'}", device="cpu")
 
 
 def test_parse_methods():

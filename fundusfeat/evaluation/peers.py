@@ -33,9 +33,12 @@ from fundusfeat.io.arrays import to_uint8
 CLASSICAL = ("sift", "sift-clahe", "orb", "akaze")
 LEARNED = ("r2d2fundus", *(f"r2d2fundus-{name}" for name in models.names()))
 METHODS = CLASSICAL + LEARNED
-"""The built-in method names (plus any ``module:factory``). A learned method may name its
-inference backend after an ``@``: ``r2d2fundus@openvino``, ``r2d2fundus-fast@torch``
-(:data:`fundusfeat.features.detector.BACKENDS`; without one, ``R2D2Fundus``'s default)."""
+"""The built-in method names (plus any ``module:factory``). A learned method may name a
+checkpoint after an ``=`` and its inference backend after an ``@``:
+``r2d2fundus@openvino``, ``r2d2fundus-fast@torch``,
+``r2d2fundus=runs/lean/last.pt`` (a training run's network, its model read from the
+file); :data:`fundusfeat.features.detector.BACKENDS`, without one ``R2D2Fundus``'s
+default."""
 
 
 class ClaheSift:
@@ -113,22 +116,26 @@ class ClaheSift:
         return f"ClaheSift(clip_limit={clip}, tiles={tiles}, nfeatures={n})"
 
 
-def _r2d2(model: str | None, device: str | None, backend: str = "auto") -> Any:
+def _r2d2(
+    model: str | None, device: str | None, backend: str = "auto", weights: str = "default"
+) -> Any:
     from fundusfeat.features.feature2d import R2D2Fundus  # imports torch: only when asked for
 
-    kwargs: dict[str, Any] = {"device": device, "backend": backend}
+    kwargs: dict[str, Any] = {"device": device, "backend": backend, "weights": weights}
     if model is not None:
         kwargs["model"] = model
     return R2D2Fundus.create(**kwargs)
 
 
-def _learned(name: str) -> tuple[str, str] | None:
-    """``(method, backend)`` of a learned method name (``"auto"`` without ``@``), else
-    None."""
-    base, sep, backend = name.partition("@")
-    if base not in _MODELS or (sep and backend in ("", "auto")):
+def _learned(name: str) -> tuple[str, str, str] | None:
+    """``(method, backend, weights)`` of a learned method name
+    (``method[=CHECKPOINT][@BACKEND]``; ``"auto"`` and ``"default"`` where not given),
+    else None."""
+    head, sep, backend = name.rpartition("@") if "@" in name else (name, "", "")
+    base, eq, weights = head.partition("=")
+    if base not in _MODELS or (sep and backend in ("", "auto")) or (eq and not weights):
         return None
-    return base, backend or "auto"
+    return base, backend or "auto", weights or "default"
 
 
 def _akaze() -> Any:
@@ -172,8 +179,9 @@ def make_detector(name: str, device: str | None = None) -> Any:
         return _OPENCV[name]()
     learned = _learned(name)
     if learned is not None:
-        base, backend = learned
-        return _r2d2(_MODELS[base], device, backend)
+        base, backend, weights = learned
+        model = _MODELS[base] if weights == "default" else None  # a checkpoint names its own
+        return _r2d2(model, device, backend, weights)
     module_name, sep, attr = name.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"unknown method {name!r}: expected one of {METHODS} or 'module:factory'")
