@@ -66,12 +66,13 @@ class R2D2Fundus:
         shipped = isinstance(weights, str) and weights == "default"
         if model is None and shipped:
             model = models.default_model(dev)
-        if shipped and models.get(model).weights is None:
+        spec = models.get(model) if shipped else None
+        if spec is not None and spec.weights is None:
             raise ValueError(
                 f"model {model!r} ships no weights: pass weights=<checkpoint> (e.g. a "
                 "training run's last.pt)"
             )
-        if shipped and not models.get(model).trained and not allow_untrained:
+        if spec is not None and not spec.trained and not allow_untrained:
             raise ValueError(
                 f"model {model!r}: its shipped weights are untrained (a seeded "
                 "initialisation: few keypoints, registrations fail). Train it "

@@ -4,8 +4,8 @@
 :class:`~fundusfeat.geometry.transforms.Transform`: ``Transform.warp``, :func:`warp_to`,
 the montage canvas, the alignment of visits and the verification use it. A projective
 transform goes through ``cv2.warpPerspective``; any other through ``cv2.remap`` of a
-sampling map computed on a coarse grid and interpolated bilinearly (``cv2.resize``), the
-grid refined until the interpolation is within :data:`MAP_ACCURACY` px of the exact map.
+sampling map computed on a coarse grid and interpolated bilinearly (``cv2.warpAffine``),
+the grid refined until the interpolation is within :data:`MAP_ACCURACY` px of the exact map.
 :func:`overlap` is where two fields of view meet in one frame.
 
 Coordinates: ``(x, y)`` pixels, the centre of the top-left pixel at (0, 0).

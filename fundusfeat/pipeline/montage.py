@@ -53,8 +53,8 @@ from fundusfeat.pipeline.register import (
     check_detector,
     check_matcher,
     default_matcher,
+    deprecated_model,
     image_features,
-    renamed_model,
 )
 
 MONTAGE_MODELS = ("auto", *FIELD_MODELS)
@@ -356,10 +356,7 @@ def montage(
         ValueError: fewer than two images, a bad argument, or a canvas above ``max_pixels``.
     """
     t_start = time.perf_counter()
-    if model is not None:
-        if transform_model != "auto":
-            raise TypeError("montage: give transform_model only (model is its deprecated name)")
-        transform_model = renamed_model({"model": model}, "montage")["transform_model"]
+    transform_model = deprecated_model(model, transform_model, "montage")
     if transform_model not in MONTAGE_MODELS:
         raise ValueError(
             f"transform_model must be one of {MONTAGE_MODELS}, got {transform_model!r}"

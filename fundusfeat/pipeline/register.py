@@ -203,15 +203,13 @@ def _outside_package() -> int:
     return level
 
 
-def renamed_model(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
-    """``kwargs`` with the deprecated ``model=`` (the transform model; ``model`` names the
-    network in ``R2D2Fundus.create``) moved to ``transform_model=``, with a
-    ``DeprecationWarning``; both given is a TypeError."""
-    if "model" not in kwargs:
-        return kwargs
-    kwargs = dict(kwargs)
-    value = kwargs.pop("model")
-    if "transform_model" in kwargs:
+def deprecated_model(model: str | None, transform_model: str, where: str) -> str:
+    """The transform model of a call: ``transform_model``, or the value of its deprecated
+    name ``model=`` (``model`` names the network in ``R2D2Fundus.create``) with a
+    ``DeprecationWarning`` at the caller's line; both given is a TypeError."""
+    if model is None:
+        return transform_model
+    if transform_model != "auto":
         raise TypeError(f"{where}: give transform_model only (model is its deprecated name)")
     warnings.warn(
         f"{where}(model=...) is deprecated: the transform model is transform_model= "
@@ -219,7 +217,18 @@ def renamed_model(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
         DeprecationWarning,
         stacklevel=_outside_package(),
     )
-    kwargs["transform_model"] = value
+    return model
+
+
+def renamed_model(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """``kwargs`` with the deprecated ``model=`` moved to ``transform_model=``
+    (:func:`deprecated_model`); both keys given is a TypeError."""
+    if "model" not in kwargs:
+        return kwargs
+    kwargs = dict(kwargs)
+    if "transform_model" in kwargs:
+        raise TypeError(f"{where}: give transform_model only (model is its deprecated name)")
+    kwargs["transform_model"] = deprecated_model(kwargs.pop("model"), "auto", where)
     return kwargs
 
 
@@ -564,15 +573,17 @@ def register(
         ``H`` is its best homography.
     """
     t_start = time.perf_counter()
-    options = make_options(
-        "register",
-        ransac_threshold=ransac_threshold,
-        method=method,
-        min_inliers=min_inliers,
-        seed=seed,
-        threshold=threshold,
-        global_keypoints=global_keypoints,
-        **(_deprecated_only(deprecated, transform_model) or {"transform_model": transform_model}),
+    unknown = set(deprecated) - {"model"}
+    if unknown:
+        raise TypeError(f"register() got unexpected keyword arguments {sorted(unknown)}")
+    options = Options(
+        ransac_threshold,
+        method,
+        min_inliers,
+        seed,
+        deprecated_model(deprecated.get("model"), transform_model, "register"),
+        threshold,
+        global_keypoints,
     )
     detector = check_detector(detector if detector is not None else R2D2Fundus.create())
     matcher = check_matcher(matcher) or default_matcher(detector)
@@ -581,17 +592,6 @@ def register(
     result = register_features(f1, f2, matcher, options, {"detect": time.perf_counter() - t0})
     result.timings["total"] = time.perf_counter() - t_start
     return result
-
-
-def _deprecated_only(extra: dict[str, Any], transform_model: str) -> dict[str, Any]:
-    """The keyword arguments beyond :func:`register`'s: only ``model`` (deprecated), which
-    replaces the default ``transform_model``."""
-    unknown = set(extra) - {"model"}
-    if unknown:
-        raise TypeError(f"register() got unexpected keyword arguments {sorted(unknown)}")
-    if extra and transform_model != "auto":
-        raise TypeError("register: give transform_model only (model is its deprecated name)")
-    return extra
 
 
 def register_many(
