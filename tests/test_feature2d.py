@@ -332,3 +332,27 @@ def test_the_input_type_does_not_change_the_keypoints(demo_pair) -> None:
         dist, nearest = cKDTree(ref.xy).query(f.xy)  # the order of near-ties may change
         assert dist.max() < 0.01, other.dtype
         assert np.abs(f.desc - ref.desc[nearest]).max() < 1e-3, other.dtype
+
+
+def test_one_working_scale_for_every_image_size(demo_pair) -> None:
+    """A copy at 0.6x is enlarged back to the working scale: the network sees the same
+    retina, ``KeyPoint.size`` follows the image (x 0.6) and the keypoints repeat (kept
+    at their own size, the copy gave 8-px keypoints on a 0.6x retina: OpenCV's scale
+    protocol found none of them again)."""
+    det = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu", target_diameter=384)
+    img = cv2.resize(demo_pair[0], (400, 400), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(img, (240, 240), interpolation=cv2.INTER_AREA)
+    prep, prep_small = det.core.prepare(img, None), det.core.prepare(small, None)
+    # the same working size (up to the scale tolerance: img itself is not resampled)
+    assert abs(prep_small.tensor.shape[-1] / prep.tensor.shape[-1] - 1) < 0.05
+    kps, kps_small = det.detect(img), det.detect(small)
+    assert len(kps) > 100 and len(kps_small) > 100
+    size, size_small = np.median([k.size for k in kps]), np.median([k.size for k in kps_small])
+    assert size_small / size == pytest.approx(0.6, rel=0.05)  # img: within the tolerance
+    pts_small = (cv2.KeyPoint_convert(kps_small) + 0.5) / 0.6 - 0.5  # in img's pixels
+    dist, _ = cKDTree(cv2.KeyPoint_convert(kps)).query(pts_small)
+    assert np.mean(dist < 2.0) > 0.6
+    kept = R2D2Fundus.create(
+        model=DEFAULT_MODEL, device="cpu", target_diameter=384, max_upscale=1.0
+    ).detect(small)
+    assert np.median([k.size for k in kept]) == pytest.approx(size, rel=0.03)

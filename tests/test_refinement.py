@@ -153,7 +153,7 @@ def test_threshold_is_the_callers(demo_pair, detector):
     assert strict.success == (strict.confidence >= 1.0)
     with pytest.raises(ValueError, match="threshold"):
         register(img1, img2, detector=detector, threshold=1.5)
-    with pytest.raises(ValueError, match="model"):
+    with pytest.raises(ValueError, match="model"), pytest.warns(DeprecationWarning):
         register(img1, img2, detector=detector, model="spline")
 
 

@@ -29,8 +29,10 @@ class DetectorConfig:
         fov: restrict keypoints to the estimated field of view and normalise the scale
             by its diameter (else by ``max(H, W)``).
         target_diameter: FOV diameter in px at the working scale; None = no resize.
-        max_upscale: the largest enlargement to the working scale (1 = images smaller
-            than the working size keep their own size).
+        max_upscale: the largest enlargement to the working scale (4 by default: every
+            image whose FOV is at least a quarter of ``target_diameter`` is seen by the
+            network at one scale, so ``KeyPoint.size`` and the descriptors follow the
+            image's scale; 1 = images smaller than the working size keep their own size).
         scale_tolerance: a working scale within this fraction of 1 is taken as 1, so an
             image already near the working size is not resampled (which would only blur
             it and move its pixels off their grid).
@@ -48,7 +50,7 @@ class DetectorConfig:
     max_scale: float = 1.0
     fov: bool = True
     target_diameter: float | None = 1000.0
-    max_upscale: float = 1.0
+    max_upscale: float = 4.0
     scale_tolerance: float = 0.1
     border: int = 8
     keypoint_size: float = 8.0
