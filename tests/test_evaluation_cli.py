@@ -198,3 +198,17 @@ def test_evaluate_impostors(tmp_path, image_path, make_fundus, capsys):
     assert kinds == {"different", "mirrored", "mirror-self", "crops", "rotations"}
     assert len(data["results"]) == 2 + 2 + 2 + 8 + 6
     assert all(not r["false_success"] for r in data["results"] if r["kind"] != "rotations")
+
+
+def test_evaluate_cross_resolution_pairs(tmp_path, image_path, capsys):
+    args = _parse(
+        "evaluate", "--synthetic", str(image_path), "--preset", "easy", "--pairs", "1",
+        "--methods", "sift-clahe", "--moving-scale", "0.6", "--json", "--quiet",
+    )  # fmt: skip
+    assert args.func(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["meta"]["moving_scale"] == 0.6
+    (pair,) = data["methods"][0]["pairs"]
+    assert pair["pair"].endswith("@0.6") and pair["error_px"] < 5.0
+    with pytest.raises(SystemExit):
+        _parse("evaluate", "--synthetic", str(image_path), "--moving-scale", "0")

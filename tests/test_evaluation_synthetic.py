@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -75,3 +76,41 @@ def test_image_lists(tmp_path, image_path):
         expand_image_args([sub / "b.txt"])
     with pytest.raises(FileNotFoundError, match="no such"):
         expand_image_args([tmp_path / "none.jpg"])
+
+
+@pytest.mark.parametrize("scale", [0.4, 1.6])
+def test_cross_resolution_pair_is_exact(image_path, scale):
+    """Image 2 resized by ``scale``: its points and homography follow the resize exactly
+    (the true transform still scores 0 px), image 1 and its points are unchanged."""
+    from fundusfeat.evaluation.metrics import pair_error
+    from fundusfeat.evaluation.pairs import rescale_moving
+    from fundusfeat.geometry.transforms import homography_transform
+
+    pair = synthetic_pairs([image_path], "easy", 1, seed=2)[0]
+    cross = rescale_moving(pair, scale)
+    (img1, img2), (cross1, cross2) = pair.load(), cross.load()
+    np.testing.assert_array_equal(cross1, img1)
+    np.testing.assert_array_equal(cross.points_fixed, pair.points_fixed)
+    assert cross2.shape[:2] == tuple(round(n * scale) for n in img2.shape[:2])
+    np.testing.assert_allclose(
+        cross.points_moving, transform_points(cross.H_true, pair.points_fixed)
+    )
+    assert (
+        pair_error(homography_transform(cross.H_true), cross.points_fixed, cross.points_moving)
+        < 1e-6
+    )
+    # the content moved with the points: image 1 warped by the new H_true agrees with
+    # image 2 as well as it did at scale 1 (the preset's photometric changes included)
+    assert _agreement(img1, cross2, cross.H_true) > _agreement(img1, img2, pair.H_true) - 0.05
+    assert rescale_moving(pair, 1.0) is pair
+    with pytest.raises(ValueError, match="scale"):
+        rescale_moving(pair, 0.0)
+
+
+def _agreement(img1, img2, H):
+    """Correlation of ``img1`` warped by ``H`` with ``img2`` where both have content."""
+    size = img2.shape[1::-1]
+    warped = cv2.warpPerspective(img1, H, size).astype(float)
+    inside = cv2.warpPerspective(np.ones(img1.shape[:2], np.uint8), H, size) > 0
+    inside &= img2.max(axis=2) > 0
+    return np.corrcoef(warped[inside].ravel(), img2[inside].astype(float).ravel())[0, 1]

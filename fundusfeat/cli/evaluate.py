@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fundusfeat.cli.options import positive_int, positive_int_list
+from fundusfeat.cli.options import positive_float, positive_int, positive_int_list
 from fundusfeat.evaluation import (
     bench,
     changes_bench,
@@ -28,6 +28,7 @@ from fundusfeat.evaluation import (
     report,
 )
 from fundusfeat.evaluation.fire import load_fire
+from fundusfeat.evaluation.pairs import rescale_moving
 from fundusfeat.evaluation.registration_time import pipeline_table, time_pipelines
 from fundusfeat.evaluation.runner import oracle_results, run_evaluation
 from fundusfeat.evaluation.shift import SHIFTS, shift_repeatability
@@ -160,6 +161,13 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="synthetic benchmark seed")
     p.add_argument(
+        "--moving-scale",
+        type=positive_float,
+        default=1.0,
+        help="cross-resolution pairs: image 2 of every pair resized by this factor "
+        "(e.g. 0.4, 0.6, 1.6; errors stay in image-1 pixels)",
+    )
+    p.add_argument(
         "--methods",
         default=DEFAULT_METHODS,
         help=f"comma-separated: {', '.join(peers.METHODS)} or module:factory "
@@ -190,7 +198,7 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _evaluation_pairs(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
+def _dataset_pairs(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     if args.fire is not None:
         return load_fire(args.fire), {"dataset": "FIRE", "root": str(args.fire)}
     paths = benchmark_images(args.synthetic)
@@ -202,6 +210,14 @@ def _evaluation_pairs(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
         "seed": args.seed,
         "images": [str(p) for p in paths],
     }
+    return pairs, meta
+
+
+def _evaluation_pairs(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
+    pairs, meta = _dataset_pairs(args)
+    if args.moving_scale != 1.0:
+        pairs = [rescale_moving(p, args.moving_scale) for p in pairs]
+        meta["moving_scale"] = args.moving_scale
     return pairs, meta
 
 
