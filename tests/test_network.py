@@ -34,6 +34,8 @@ def test_fixed_order_pointwise_is_the_conv_summed_in_order(channels):
                 outs.append(head(x))
     finally:
         torch.set_num_threads(threads)
+    traced = head(x)  # with autograd on (export, conversion): the plain loop
+    assert torch.equal(traced.detach(), outs[0])
     with torch.no_grad():
         assert torch.equal(outs[0], outs[1])  # any thread count
         assert torch.equal(outs[0], _reference(conv, x))  # bitwise the stated order
