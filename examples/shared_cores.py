@@ -26,7 +26,7 @@ import cv2
 CHILD = r"""
 import json, os, statistics, sys, time
 import cv2, torch
-size, threads, method, path, repeat = sys.argv[1:6]
+size, threads, method, path, repeat, model = sys.argv[1:7]
 torch.set_num_threads(int(threads)); cv2.setNumThreads(int(threads))
 img = cv2.imread(path) if path else None
 if img is None:
@@ -39,7 +39,7 @@ if method == "sift":
     det = cv2.SIFT_create()
 else:
     from fundusfeat import R2D2Fundus
-    det = R2D2Fundus.create(device="cpu", backend=method)
+    det = R2D2Fundus.create(device="cpu", backend=method, model=model or None)
 det.detectAndCompute(img, None)
 times = []
 for _ in range(int(repeat)):
@@ -60,10 +60,11 @@ def _busy(threads: int) -> None:
         a = (a @ a) * 1e-3
 
 
-def _time(size: int, threads: int, method: str, image: str, repeat: int) -> float:
+def _time(size: int, threads: int, method: str, image: str, repeat: int, model: str) -> float:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    args = [str(size), str(threads), method, image, str(repeat), model]
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(size), str(threads), method, image, str(repeat)],
+        [sys.executable, "-c", CHILD, *args],
         check=True,
         capture_output=True,
         text=True,
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--busy-threads", type=int, default=2, help="threads of the busy process")
     p.add_argument("--repeat", type=int, default=3, help="timed calls per configuration")
     p.add_argument("--image", default="", help="an image file (default: the demo photograph)")
+    p.add_argument("--model", default="", help="the network (default: the library's default)")
     p.add_argument("--no-busy", action="store_true", help="only the quiet machine")
     args = p.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
         try:
             for t in threads:
-                times = {m: _time(args.size, t, m, args.image, args.repeat) for m in methods}
+                times = {
+                    m: _time(args.size, t, m, args.image, args.repeat, args.model) for m in methods
+                }
                 for m, sec in times.items():
                     ratio = f"{sec / times['sift']:.2f}" if "sift" in times else "-"
                     load = f"busy {args.busy_threads}-thread process" if busy else "quiet"
