@@ -2,7 +2,7 @@
 ``fundusfeat register A B`` and ``examples/sift_clahe_register.py A B`` on the same two
 images, wall time of each process (Python's start, imports, reading, work, exit).
 
-Usage: ``python examples/cold_commands.py [A B] [--repeat 5] [--side 2000]``. Without
+Usage: ``python examples/cold_commands.py [A B] [--repeat 5] [--side 2000] [--model M]``. Without
 images, the embedded demo pair, enlarged so that its long side is ``--side`` px (written
 to a temporary folder). Prints the median seconds of each and their ratio.
 """
@@ -48,6 +48,7 @@ def main() -> int:
     parser.add_argument("images", nargs="*", help="two images (default: the demo pair)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--side", type=int, default=2000)
+    parser.add_argument("--model", help="fundusfeat register --model (default: its default)")
     args = parser.parse_args()
     if len(args.images) not in (0, 2):
         parser.error("give two images or none")
@@ -55,6 +56,8 @@ def main() -> int:
     try:
         a, b = _images(args, folder)
         fundusfeat = [sys.executable, "-m", "fundusfeat", "register", a, b]
+        if args.model:
+            fundusfeat += ["--model", args.model]
         classical = [sys.executable, str(HERE / "sift_clahe_register.py"), a, b]
         times: dict[str, list[float]] = {"fundusfeat register": [], "SIFT-CLAHE script": []}
         for _ in range(args.repeat):
