@@ -157,6 +157,19 @@ def test_bench_command_smoke(image_path, capsys):
     assert row["method"] == "sift" and row["size"] == 160 and row["threads"] == 1
 
 
+def test_bench_pipeline_times_each_learned_method(image_path, capsys):
+    args = _parse(
+        "bench", str(image_path), "--sizes", "192", "--device", "cpu", "--repeat", "1",
+        "--methods", "sift,r2d2fundus-fast", "--threads", "1", "--no-isolate", "--pipeline",
+        "--json", "--quiet",
+    )  # fmt: skip
+    assert args.func(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    (row,) = data["pipeline"]  # sift has no pipeline row: it is the reference's detector
+    assert row["method"] == "r2d2fundus-fast" and row["size"] == 192
+    assert row["fundusfeat_s"] > 0 and row["classical_s"] > 0 and row["ratio"] > 0
+
+
 @pytest.mark.slow
 def test_evaluate_learned_method_runs(image_path, capsys):
     # the weights may be untrained: only the plumbing is checked, not the score

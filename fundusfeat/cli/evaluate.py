@@ -478,23 +478,28 @@ def _profile_table(rows: list[dict[str, Any]]) -> str:
     return report.markdown(header, body)
 
 
-def _pipeline_rows(imgs: list, config: bench.BenchConfig) -> list[tuple[int, Any]]:
-    """Whole-registration timings per FOV size (CPU, in this process)."""
+def _pipeline_rows(imgs: list, config: bench.BenchConfig) -> list[tuple[str, int, Any]]:
+    """Whole-registration timings of each learned method (``r2d2fundus`` when the list
+    names none) per FOV size: ``(method, size, timing)`` (CPU, in this process)."""
     from functools import partial
 
     from fundusfeat.evaluation.synthetic import PRESETS, make_synthetic_pair
     from fundusfeat.pipeline.register import register
 
     bench.set_threads(config.threads)
-    detector = peers.make_detector("r2d2fundus", device="cpu")
-    rows = []
+    learned = [m for m in config.methods if peers.is_learned(m)] or ["r2d2fundus"]
+    pairs = {}
     for size in config.sizes:
-        pairs = []
+        pairs[size] = []
         for i, image in enumerate(imgs):
             small = bench.resize_to_fov(image, size)
-            pairs.append((small, make_synthetic_pair(small, PRESETS["easy"], i).image2))
-        timing = time_pipelines(pairs, partial(register, detector=detector), config.threads)
-        rows.append((size, timing))
+            pairs[size].append((small, make_synthetic_pair(small, PRESETS["easy"], i).image2))
+    rows = []
+    for method in learned:
+        detector = peers.make_detector(method, device="cpu")
+        for size in config.sizes:
+            run = partial(register, detector=detector)
+            rows.append((method, size, time_pipelines(pairs[size], run, config.threads)))
     return rows
 
 
@@ -541,8 +546,10 @@ def run_bench_command(args: argparse.Namespace) -> int:
         table += "\n\n" + _profile_table(data["profile"])
     if args.pipeline:
         rows = _pipeline_rows(imgs, config)
-        data["pipeline"] = [{"size": s, **asdict(t), "ratio": t.ratio} for s, t in rows]
-        table += "\n\n" + pipeline_table([(f"FOV {s} px", t) for s, t in rows])
+        data["pipeline"] = [
+            {"method": m, "size": s, **asdict(t), "ratio": t.ratio} for m, s, t in rows
+        ]
+        table += "\n\n" + pipeline_table([(f"{m}, FOV {s} px", t) for m, s, t in rows])
     if args.shift:
         data["shift"] = _shift_rows(imgs, config)
         header = ["method", "FOV px", *(f"({dx:g},{dy:g})" for dx, dy in SHIFTS)]
