@@ -257,13 +257,15 @@ class LeanNet(nn.Module):
     Repeatability: two 3x3 convs at 1/2 (dilations 1, 2), then a 1x1 conv to 2 x 4
     channels, pixel-shuffled to full resolution (each half-resolution cell predicts its
     2 x 2 pixels) and a softmax over the two classes: a stride-1 heatmap from stride-2
-    work. Descriptors and reliability: binomial low-pass (:class:`Blur`) before each
-    strided conv, 32 channels at 1/4, 64 at 1/8 and a 1x1 conv to ``dim``; the same
-    stride-8 contract as :class:`FastNet`. About 1.7x faster than :class:`FastNet` on the
-    CPU (``python examples/network_speed.py``, 2 threads of an AMD EPYC: 133 ms against
-    229 ms at 1011 x 1011 px, 46 against 78 ms at 640 x 640). Trained by distillation from
-    :class:`FastNet` (``training/configs/lean.toml``). Input height and width need not be
-    multiples of 8.
+    work, not exactly shift-equivariant: a whole-pixel shift changes the stem's phase
+    (0.80-0.87 of the keypoints found again at FOV 768 px, :class:`FastNet` 0.89-0.92 on
+    the same resampled images; docs/benchmarks.md). Descriptors and reliability:
+    binomial low-pass (:class:`Blur`) before each strided conv, 32 channels at 1/4, 64 at
+    1/8 and a 1x1 conv to ``dim``; the same stride-8 contract as :class:`FastNet`. About
+    1.7x faster than :class:`FastNet` on the CPU (``python examples/network_speed.py``, 2
+    threads of an AMD EPYC: 133 ms against 229 ms at 1011 x 1011 px, 46 against 78 ms at
+    640 x 640). Trained by distillation from :class:`FastNet`
+    (``training/configs/lean.toml``). Input height and width need not be multiples of 8.
     """
 
     descriptor_stride = 8
