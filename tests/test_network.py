@@ -1,4 +1,4 @@
-"""The networks' inference pieces: BatchNorm folding and the fixed-order 1x1 heads."""
+"""The networks' inference pieces: BatchNorm folding and the thread-stable 1x1 heads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fundusfeat.features import models
-from fundusfeat.features.network import FixedOrderPointwise, fold_for_inference
+from fundusfeat.features.network import StablePointwise, fold_for_inference
 
 
 def _reference(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -19,27 +19,30 @@ def _reference(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("channels", [(16, 8), (128, 2), (3, 5)])
-def test_fixed_order_pointwise_is_the_conv_summed_in_order(channels):
+@pytest.mark.parametrize(
+    ("channels", "side"), [((16, 8), 253), ((8, 2), 301), ((128, 2), 127), ((3, 5), 37)]
+)
+def test_stable_pointwise_is_the_conv_at_any_thread_count(channels, side):
     torch.manual_seed(0)
     conv = nn.Conv2d(*channels, 1)
-    x = torch.randn(2, channels[0], 37, 51)
-    head = FixedOrderPointwise(conv)
+    x = torch.randn(2, channels[0], side, side + 14)
+    head = StablePointwise(conv)
     threads = torch.get_num_threads()
     try:
         outs = []
-        for n in (1, 2):
+        for n in (1, 2, 3):
             torch.set_num_threads(n)
             with torch.no_grad():
+                outs.append(head(x.contiguous(memory_format=torch.channels_last)))
                 outs.append(head(x))
     finally:
         torch.set_num_threads(threads)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])  # any thread count and layout
     traced = head(x)  # with autograd on (export, conversion): the plain loop
-    assert torch.equal(traced.detach(), outs[0])
     with torch.no_grad():
-        assert torch.equal(outs[0], outs[1])  # any thread count
-        assert torch.equal(outs[0], _reference(conv, x))  # bitwise the stated order
+        assert torch.equal(traced.detach(), _reference(conv, x))  # bitwise the stated order
         torch.testing.assert_close(outs[0], conv(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(traced, conv(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["fast", "lean"])
