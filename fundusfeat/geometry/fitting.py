@@ -15,7 +15,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy.optimize import least_squares
 
 from fundusfeat.geometry.transforms import (
     MIN_POINTS,
@@ -109,6 +108,7 @@ def _fit_quadratic(
     if rank < 6:
         return None
     if threshold is not None:
+        from scipy.optimize import least_squares  # ~0.1 s to import: only where used
 
         def residual(theta: np.ndarray) -> np.ndarray:
             return (design @ theta.reshape(2, 6).T - v).ravel(order="F")

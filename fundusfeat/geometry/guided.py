@@ -11,9 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from fundusfeat.geometry.fitting import ModelChoice, choose_model, fit
+from fundusfeat.geometry.neighbours import nearest_within
 from fundusfeat.geometry.transforms import MODELS, Transform
 
 GUIDED_CANDIDATES = 6
@@ -41,13 +41,11 @@ class KeypointSet:
     Attributes:
         xy: ``(N, 2)`` float64 positions.
         desc: ``(N, D)`` descriptors (float rows, or packed uint8 for binary ones).
-        tree: ``scipy.spatial.cKDTree`` of ``xy``.
         sqnorm: ``(N,)`` squared descriptor norms (float descriptors; None for binary).
     """
 
     xy: np.ndarray
     desc: np.ndarray
-    tree: cKDTree
     sqnorm: np.ndarray | None
 
     @classmethod
@@ -55,7 +53,7 @@ class KeypointSet:
         binary = desc.dtype == np.uint8
         d = desc if binary else desc.astype(np.float32, copy=False)
         sqnorm = None if binary else np.einsum("nd,nd->n", d, d)
-        return cls(np.asarray(xy, np.float64), d, cKDTree(np.asarray(xy, np.float64)), sqnorm)
+        return cls(np.asarray(xy, np.float64).reshape(-1, 2), d, sqnorm)
 
     def nearest_in_window(
         self, points: np.ndarray, other: KeypointSet, radius: float, max_distance: float
@@ -63,14 +61,14 @@ class KeypointSet:
         """For each of ``other``'s keypoints, placed at ``points`` in this image, the index
         of this set's keypoint within ``radius`` px whose descriptor is nearest, if that
         descriptor distance is at most ``max_distance`` (-1 where there is none).
-        Vectorised: one KD-tree query and one batched dot product for all points."""
+        Vectorised: one grid query (:func:`~fundusfeat.geometry.neighbours.nearest_within`)
+        and one batched dot product for all points."""
         out = np.full(len(points), -1, dtype=np.int64)
         ok = np.isfinite(points).all(axis=1)
         if not ok.any() or len(self.xy) == 0:
             return out
         k = min(GUIDED_CANDIDATES, len(self.xy))
-        _, idx = self.tree.query(points[ok], k=k, distance_upper_bound=radius)
-        idx = idx.reshape(-1, k)
+        _, idx = nearest_within(self.xy, points[ok], k, radius)
         present = idx < len(self.xy)
         safe = np.where(present, idx, 0)
         if self.sqnorm is None:

@@ -1,0 +1,75 @@
+"""The ``k`` nearest points within a radius, on a uniform grid (exact, vectorised).
+
+Guided matching asks, for thousands of predicted positions, which keypoints lie within a
+few pixels. Bucketing the keypoints in square cells of the radius' side answers it from
+the 3 x 3 cells around each query, with numpy alone (``scipy.spatial`` takes ~0.25 s to
+import, a tenth of a cold ``fundusfeat register``). Coordinates: pixel ``(x, y)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_NEIGHBOUR_CELLS = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], np.int64)
+
+
+def nearest_within(
+    reference: np.ndarray, queries: np.ndarray, k: int, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each query, the ``k`` nearest ``reference`` points closer than ``radius``.
+
+    The same answer as ``scipy.spatial.cKDTree(reference).query(queries, k,
+    distance_upper_bound=radius)`` (ties in distance go to the lower index).
+
+    Args:
+        reference: ``(N, 2)`` finite points.
+        queries: ``(M, 2)`` finite points.
+        k: neighbours per query (>= 1).
+        radius: a finite positive distance; points at ``radius`` or farther are left out.
+
+    Returns:
+        ``(distance, index)``, both ``(M, k)`` and sorted by distance: float64 distances
+        (``inf`` where fewer than ``k`` points are that close) and int64 indices into
+        ``reference`` (``N`` there).
+    """
+    ref = np.asarray(reference, np.float64).reshape(-1, 2)
+    qry = np.asarray(queries, np.float64).reshape(-1, 2)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be finite and positive, got {radius}")
+    n, m = len(ref), len(qry)
+    dist = np.full((m, k), np.inf)
+    index = np.full((m, k), n, np.int64)
+    if n == 0 or m == 0:
+        return dist, index
+    origin = ref.min(axis=0)
+    cells = np.floor((ref - origin) / radius).astype(np.int64)
+    nx, ny = cells.max(axis=0) + 1
+    order = np.argsort(cells[:, 0] * ny + cells[:, 1], kind="stable")
+    keys = (cells[:, 0] * ny + cells[:, 1])[order]
+    # query cells, clipped to one cell outside the grid (farther ones have no neighbours)
+    qc = np.floor(np.clip((qry - origin) / radius, -2.0, [nx + 1.0, ny + 1.0])).astype(np.int64)
+    around = qc[:, None, :] + _NEIGHBOUR_CELLS[None]  # (M, 9, 2)
+    inside = (around >= 0).all(axis=2) & (around[..., 0] < nx) & (around[..., 1] < ny)
+    wanted = around[..., 0] * ny + around[..., 1]
+    start = np.searchsorted(keys, wanted, side="left")
+    count = np.where(inside, np.searchsorted(keys, wanted, side="right") - start, 0).ravel()
+    total = int(count.sum())
+    if total == 0:
+        return dist, index
+    query_of = np.repeat(np.repeat(np.arange(m), 9), count)
+    first = np.repeat(start.ravel(), count)
+    offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    cand = order[first + offset]
+    d = np.hypot(*(qry[query_of] - ref[cand]).T)
+    close = d < radius
+    query_of, cand, d = query_of[close], cand[close], d[close]
+    ranked = np.lexsort((cand, d, query_of))
+    query_of, cand, d = query_of[ranked], cand[ranked], d[ranked]
+    groups = np.bincount(query_of, minlength=m)
+    rank = np.arange(len(query_of)) - np.repeat(np.cumsum(groups) - groups, groups)
+    keep = rank < k
+    dist[query_of[keep], rank[keep]] = d[keep]
+    index[query_of[keep], rank[keep]] = cand[keep]
+    return dist, index
