@@ -75,7 +75,10 @@ def estimate_fov_checked(img: np.ndarray) -> FieldOfView:
     """:func:`estimate_fov` of an image already in :func:`validate_image`'s canonical form."""
     h, w = img.shape[:2]
     factor = min(1.0, ANALYSIS_SIDE / max(h, w))
-    small = to_unit_float(resize_image(img, factor)[0]).max(axis=2)
+    rgb = to_unit_float(resize_image(img, factor)[0])
+    # the brightest channel; elementwise (numpy's reduction over a length-3 last axis
+    # is ~30x slower: 9 ms against 0.3 ms at 512 x 512)
+    small = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     component = _foreground_component(small)
     circle = _fit_rim_circle(component) if component is not None else None
     if circle is None:
