@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fundusfeat.features.checkpoint import load_network
 from fundusfeat.features.keypoints import (
+    _erode_counting,
     describe_at,
     erode_mask,
     extract_multiscale,
@@ -176,10 +177,13 @@ def test_max_filter_equals_max_pool(k: int) -> None:
     assert torch.equal(_max_filter(x, k), ref)
 
 
-def test_erode_mask_equals_max_pool_erosion() -> None:
-    valid = torch.rand(1, 1, 40, 50, generator=torch.Generator().manual_seed(0)) > 0.02
-    ref = F.max_pool2d(F.pad((~valid).float(), (4,) * 4, value=1.0), 9, stride=1) == 0
-    assert torch.equal(erode_mask(valid, 4), ref)
+@pytest.mark.parametrize("border", [1, 4, 7])
+def test_erode_mask_equals_max_pool_erosion(border: int) -> None:
+    valid = torch.rand(3, 1, 40, 50, generator=torch.Generator().manual_seed(border)) > 0.02
+    pad = (border,) * 4
+    ref = F.max_pool2d(F.pad((~valid).float(), pad, value=1.0), 2 * border + 1, stride=1) == 0
+    assert torch.equal(erode_mask(valid, border), ref)  # cv2 on the CPU
+    assert torch.equal(_erode_counting(valid, border), ref)  # other devices
 
 
 def test_pixel_to_grid_maps_cell_centres() -> None:
