@@ -19,7 +19,7 @@ def nearest_within(
     """For each query, the ``k`` nearest ``reference`` points closer than ``radius``.
 
     The same answer as ``scipy.spatial.cKDTree(reference).query(queries, k,
-    distance_upper_bound=radius)`` (ties in distance go to the lower index).
+    distance_upper_bound=radius)`` (equal distances in the order of ``reference``).
 
     Args:
         reference: ``(N, 2)`` finite points.
@@ -46,26 +46,30 @@ def nearest_within(
     origin = ref.min(axis=0)
     cells = np.floor((ref - origin) / radius).astype(np.int64)
     nx, ny = cells.max(axis=0) + 1
-    order = np.argsort(cells[:, 0] * ny + cells[:, 1], kind="stable")
-    keys = (cells[:, 0] * ny + cells[:, 1])[order]
+    key = cells[:, 0] * ny + cells[:, 1]
+    order = np.argsort(key, kind="stable")
+    # the first point of every cell (and one past the last) in ``order``
+    bounds = np.searchsorted(key[order], np.arange(nx * ny + 1))
     # query cells, clipped to one cell outside the grid (farther ones have no neighbours)
     qc = np.floor(np.clip((qry - origin) / radius, -2.0, [nx + 1.0, ny + 1.0])).astype(np.int64)
     around = qc[:, None, :] + _NEIGHBOUR_CELLS[None]  # (M, 9, 2)
     inside = (around >= 0).all(axis=2) & (around[..., 0] < nx) & (around[..., 1] < ny)
-    wanted = around[..., 0] * ny + around[..., 1]
-    start = np.searchsorted(keys, wanted, side="left")
-    count = np.where(inside, np.searchsorted(keys, wanted, side="right") - start, 0).ravel()
+    wanted = np.where(inside, around[..., 0] * ny + around[..., 1], 0).ravel()
+    start = bounds[wanted]
+    count = np.where(inside.ravel(), bounds[wanted + 1] - start, 0)
     total = int(count.sum())
     if total == 0:
         return dist, index
-    query_of = np.repeat(np.repeat(np.arange(m), 9), count)
-    first = np.repeat(start.ravel(), count)
+    query_of = np.repeat(np.arange(m), count.reshape(m, 9).sum(axis=1))
     offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    cand = order[first + offset]
-    d = np.hypot(*(qry[query_of] - ref[cand]).T)
-    close = d < radius
+    cand = order[np.repeat(start, count) + offset]
+    dx = qry[query_of, 0] - ref[cand, 0]
+    dy = qry[query_of, 1] - ref[cand, 1]
+    d = np.hypot(dx, dy)
+    close = np.flatnonzero(d < radius)
     query_of, cand, d = query_of[close], cand[close], d[close]
-    ranked = np.lexsort((cand, d, query_of))
+    # by query, then distance (query_of is sorted; d < radius keeps the groups apart)
+    ranked = np.argsort(query_of * (2.0 * radius) + d, kind="stable")
     query_of, cand, d = query_of[ranked], cand[ranked], d[ranked]
     groups = np.bincount(query_of, minlength=m)
     rank = np.arange(len(query_of)) - np.repeat(np.cumsum(groups) - groups, groups)
