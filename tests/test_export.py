@@ -53,9 +53,13 @@ def test_detector_onnx_backend_equals_torch(retina: np.ndarray) -> None:
     k2, d2 = det.detectAndCompute(retina, None)
     assert len(k1) == len(k2) > 0
     p1, p2 = cv2.KeyPoint_convert(k1), cv2.KeyPoint_convert(k2)
-    close = np.linalg.norm(p1 - p2, axis=1) < 0.01
-    assert close.mean() > 0.95  # near-ties may reorder
-    assert np.abs(d1[close] - d2[close]).max() < 1e-3
+    # pair each torch keypoint with the ONNX keypoint at its place: near-ties of the
+    # ~1e-7 differences may swap a keypoint or two (and shift the order after them)
+    gap = np.linalg.norm(p1[:, None] - p2[None], axis=2)
+    nearest = gap.argmin(axis=1)
+    close = gap[np.arange(len(p1)), nearest] < 0.01
+    assert close.mean() > 0.95
+    assert np.abs(d1[close] - d2[nearest[close]]).max() < 1e-3
     again = pickle.loads(pickle.dumps(det))
     k3, d3 = again.detectAndCompute(retina, None)
     assert len(k3) == len(k2) and np.array_equal(d3, d2)
