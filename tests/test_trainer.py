@@ -173,6 +173,31 @@ def test_lean_network_distilled_from_the_shipped_fast_network(tmp_path: Path) ->
     assert det.model == "lean"
 
 
+def test_pure_distillation_ignores_the_pair_terms_gradient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``pair_weight = 0`` the pair terms are reported but never differentiated: an
+    infinite one leaves the gradient finite (it used to enter it as 0 x inf = nan)."""
+    from fundusfeat.training import objective
+
+    lean = load_config(ROOT / "training" / "configs" / "lean.toml")
+    cfg = _smoke(tmp_path, steps=1, val_every=0)
+    cfg = dataclasses.replace(
+        cfg, model=lean.model, loss=dataclasses.replace(lean.loss, pair_weight=0.0)
+    )
+    trainer = Trainer(cfg)
+    real = objective.cosim_loss
+    monkeypatch.setattr(objective, "cosim_loss", lambda *a: real(*a) * float("inf"))
+    batch = trainer.sampler.batch(2)
+    loss, terms = objective.batch_loss(
+        trainer.net, batch, cfg.loss, (0.0, 0.0), None, trainer.teacher
+    )
+    loss.backward()
+    grads = [p.grad for p in trainer.net.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert terms["cosim"] == float("inf") and terms["loss"] == pytest.approx(terms["distill"])
+
+
 def test_resume_rejects_other_architecture(tmp_path: Path) -> None:
     Trainer(_smoke(tmp_path, steps=1, val_every=0)).fit()
     cfg = _smoke(tmp_path, steps=2)

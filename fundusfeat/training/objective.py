@@ -83,49 +83,58 @@ def batch_loss(
     stride = _stride_of(net)
     rep1, rep2 = rep[:b], rep[b:]
 
-    valid12 = batch.valid1 * (warp_to_first(batch.valid2, batch.H, h, w) > 0.99).float()
-    rep2_in_1 = warp_to_first(rep2, batch.H, h, w)
-    cosim = cosim_loss(rep1, rep2_in_1, valid12, cfg.window, cfg.cosim_centered)
-    peaky = peaky_loss(rep1, batch.valid1, cfg.window) + peaky_loss(rep2, batch.valid2, cfg.window)
-
-    loc = rep1.new_zeros(())
-    if cfg.loc_weight > 0:
-        cells = (int(offset[0]), int(offset[1]))
-        loc = localization_loss(
-            rep1, rep2_in_1, valid12, cfg.loc_window, cfg.loc_temperature, cells
+    # the pair terms are always reported; without weight (pure distillation) they are
+    # computed without autograd: no backward through them, and a non-finite one cannot
+    # reach the gradient as 0 x inf
+    with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.pair_weight > 0):
+        valid12 = batch.valid1 * (warp_to_first(batch.valid2, batch.H, h, w) > 0.99).float()
+        rep2_in_1 = warp_to_first(rep2, batch.H, h, w)
+        cosim = cosim_loss(rep1, rep2_in_1, valid12, cfg.window, cfg.cosim_centered)
+        peaky = peaky_loss(rep1, batch.valid1, cfg.window) + peaky_loss(
+            rep2, batch.valid2, cfg.window
         )
 
-    corr = correspondences(batch.H, batch.valid1, batch.valid2, cfg.grid_step, offset)
-    d1 = sample_unit_descriptors(desc[:b], corr.xy1, stride)
-    d2 = sample_unit_descriptors(desc[b:], corr.xy2, stride)
-    near = None
-    if cfg.descriptor == "infonce" and cfg.near_negatives > 0:
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        near = _near_negatives(desc, batch, corr, stride, cfg, gen)
-    quality, ce, accuracy = descriptor_terms(
-        d1,
-        d2,
-        corr,
-        cfg.descriptor,
-        temperature=cfg.temperature,
-        bins=cfg.ap_bins,
-        ignore_radius=cfg.ap_neg_radius,
-        near=near,
-    )
-    r = torch.stack(
-        [sample_maps(rel[:b], corr.xy1)[..., 0], sample_maps(rel[b:], corr.xy2)[..., 0]]
-    )
-    n_valid = corr.valid.sum().clamp_min(1) * 2
-    if cfg.descriptor == "infonce":
-        per_point = reliability_bce(quality.detach(), r)
-    else:
-        per_point = reliability_loss(quality, r, cfg.k)
-    rel_term = (per_point * corr.valid).sum() / n_valid
-    desc_loss = rel_term + ce
-    loss = desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky) + cfg.loc_weight * loc
+        loc = rep1.new_zeros(())
+        if cfg.loc_weight > 0:
+            cells = (int(offset[0]), int(offset[1]))
+            loc = localization_loss(
+                rep1, rep2_in_1, valid12, cfg.loc_window, cfg.loc_temperature, cells
+            )
+
+        corr = correspondences(batch.H, batch.valid1, batch.valid2, cfg.grid_step, offset)
+        d1 = sample_unit_descriptors(desc[:b], corr.xy1, stride)
+        d2 = sample_unit_descriptors(desc[b:], corr.xy2, stride)
+        near = None
+        if cfg.descriptor == "infonce" and cfg.near_negatives > 0:
+            gen = generator if generator is not None else torch.Generator().manual_seed(0)
+            near = _near_negatives(desc, batch, corr, stride, cfg, gen)
+        quality, ce, accuracy = descriptor_terms(
+            d1,
+            d2,
+            corr,
+            cfg.descriptor,
+            temperature=cfg.temperature,
+            bins=cfg.ap_bins,
+            ignore_radius=cfg.ap_neg_radius,
+            near=near,
+        )
+        r = torch.stack(
+            [sample_maps(rel[:b], corr.xy1)[..., 0], sample_maps(rel[b:], corr.xy2)[..., 0]]
+        )
+        n_valid = corr.valid.sum().clamp_min(1) * 2
+        if cfg.descriptor == "infonce":
+            per_point = reliability_bce(quality.detach(), r)
+        else:
+            per_point = reliability_loss(quality, r, cfg.k)
+        rel_term = (per_point * corr.valid).sum() / n_valid
+        desc_loss = rel_term + ce
+        loss = (
+            desc_loss + cfg.rep_weight * (cosim + cfg.peaky_weight * peaky) + cfg.loc_weight * loc
+        )
     parts = _distillation(net, teacher, images, (desc, rel, rep), batch, corr, cfg)
     distill = parts[0] + parts[1] + cfg.distill_desc_weight * parts[2]
-    loss = cfg.pair_weight * loss + cfg.distill_weight * distill
+    pair = cfg.pair_weight * loss if cfg.pair_weight > 0 else loss.new_zeros(())
+    loss = pair + cfg.distill_weight * distill
     terms = {
         "loss": loss.item(),
         "desc": desc_loss.item(),
