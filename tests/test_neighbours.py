@@ -50,3 +50,16 @@ def test_far_and_huge_queries_have_no_neighbours():
 def test_bad_arguments_are_named(k, radius, name):
     with pytest.raises(ValueError, match=name):
         nearest_within(np.zeros((2, 2)), np.zeros((1, 2)), k, radius)
+
+
+def test_a_small_radius_over_a_wide_extent_keeps_the_grid_small():
+    """Points over 20 000 px with a 0.5 px radius: the grid is capped at 1024 cells a side
+    (uncapped, its table of cell starts would need 40 000^2 entries, 12.8 GB) and the
+    answer stays exact."""
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0, 20_000, (2000, 2))
+    qry = ref[:500] + rng.normal(0, 0.3, (500, 2))
+    dist, idx = nearest_within(ref, qry, 3, 0.5)
+    want_d, want_i = cKDTree(ref).query(qry, k=3, distance_upper_bound=0.5)
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_allclose(dist, want_d, rtol=1e-12)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_MAX_CELLS_PER_SIDE = 1024
+"""Bounds the grid (and its table of cell starts) whatever the points' extent and radius."""
 _NEIGHBOUR_CELLS = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], np.int64)
 
 
@@ -44,14 +46,17 @@ def nearest_within(
     if n == 0 or m == 0:
         return dist, index
     origin = ref.min(axis=0)
-    cells = np.floor((ref - origin) / radius).astype(np.int64)
+    # cells of the radius' side (any side >= radius keeps every neighbour in the 3 x 3
+    # cells around a query), at most _MAX_CELLS_PER_SIDE across the points' extent
+    side = max(radius, float((ref.max(axis=0) - origin).max()) / _MAX_CELLS_PER_SIDE)
+    cells = np.floor((ref - origin) / side).astype(np.int64)
     nx, ny = cells.max(axis=0) + 1
     key = cells[:, 0] * ny + cells[:, 1]
     order = np.argsort(key, kind="stable")
     # the first point of every cell (and one past the last) in ``order``
     bounds = np.searchsorted(key[order], np.arange(nx * ny + 1))
     # query cells, clipped to one cell outside the grid (farther ones have no neighbours)
-    qc = np.floor(np.clip((qry - origin) / radius, -2.0, [nx + 1.0, ny + 1.0])).astype(np.int64)
+    qc = np.floor(np.clip((qry - origin) / side, -2.0, [nx + 1.0, ny + 1.0])).astype(np.int64)
     around = qc[:, None, :] + _NEIGHBOUR_CELLS[None]  # (M, 9, 2)
     inside = (around >= 0).all(axis=2) & (around[..., 0] < nx) & (around[..., 1] < ny)
     wanted = np.where(inside, around[..., 0] * ny + around[..., 1], 0).ravel()
