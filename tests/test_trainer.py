@@ -173,6 +173,43 @@ def test_lean_network_distilled_from_the_shipped_fast_network(tmp_path: Path) ->
     assert det.model == "lean"
 
 
+def test_frozen_modules_keep_their_weights_and_statistics(tmp_path: Path) -> None:
+    """``model.freeze``: the named modules neither learn nor update their BatchNorm
+    statistics; the others train; an unknown name is an error that names the key."""
+    cfg = _smoke(tmp_path, steps=2, val_every=0)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, freeze=("stem", "enc8")))
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    trainer.fit()
+    after = trainer.net.state_dict()
+    for key, value in before.items():
+        if key.startswith(("stem.", "enc8.")):
+            assert torch.equal(after[key], value), key
+    assert not torch.equal(after["enc4.0.0.weight"], before["enc4.0.0.weight"])
+    bad = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, freeze=("encoder",)))
+    with pytest.raises(ValueError, match="model.freeze"):
+        Trainer(bad)
+
+
+def test_lean_s1_recipe_trains_only_the_keypoint_branch(tmp_path: Path) -> None:
+    """lean_s1.toml on the smoke images: the encoder is the shipped lean network's and
+    stays so, the stride-1 branch learns, and the checkpoint loads as "lean-s1"."""
+    recipe = load_config(ROOT / "training" / "configs" / "lean_s1.toml")
+    cfg = _smoke(tmp_path, steps=2, val_every=0)
+    cfg = dataclasses.replace(cfg, model=recipe.model, loss=recipe.loss)
+    trainer = Trainer(cfg)
+    lean = R2D2Fundus.create(model="lean", device="cpu").core.state_dict
+    key_before = trainer.net.key[0][0].weight.clone()
+    trainer.fit()
+    own = trainer.net.state_dict()
+    for name, value in lean.items():
+        if name.split(".")[0] in ("stem", "enc4", "enc8", "clf"):
+            assert torch.equal(own[name], value), name
+    assert not torch.equal(trainer.net.key[0][0].weight, key_before)
+    det = R2D2Fundus.create(weights=str(tmp_path / "last.pt"), device="cpu", target_diameter=256)
+    assert det.model == "lean-s1"
+
+
 def test_pure_distillation_ignores_the_pair_terms_gradient(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

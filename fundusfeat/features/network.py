@@ -247,36 +247,24 @@ class FastNet(_FastEncoder):
         return F.normalize(x, dim=1), rel, rep
 
 
-class LeanNet(nn.Module):
-    """A leaner CPU network (``"lean"``, issue 31): nothing at full resolution but the
-    input and the final pixel shuffle, a thin stride-8 encoder.
+class _LeanEncoder(nn.Module):
+    """The encoder the lean networks share (same parameter names and shapes): a 4x4 stem
+    with stride 2 and the descriptors and reliability at 1/8.
 
     Stem: a 4x4 conv with stride 2 and padding 1 (3 -> 16 channels): half-resolution
     cell ``i`` covers input pixels ``2i - 1 .. 2i + 2`` (an odd side is first
-    replicate-padded by one pixel).
-    Repeatability: two 3x3 convs at 1/2 (dilations 1, 2), then a 1x1 conv to 2 x 4
-    channels, pixel-shuffled to full resolution (each half-resolution cell predicts its
-    2 x 2 pixels) and a softmax over the two classes: a stride-1 heatmap from stride-2
-    work, not exactly shift-equivariant: a whole-pixel shift changes the stem's phase
-    (0.80-0.87 of the keypoints found again at FOV 768 px, :class:`FastNet` 0.89-0.92 on
-    the same resampled images; docs/benchmarks.md). Descriptors and reliability:
-    binomial low-pass (:class:`Blur`) before each strided conv, 32 channels at 1/4, 64 at
-    1/8 and a 1x1 conv to ``dim``; the same stride-8 contract as :class:`FastNet`. About
-    1.7x faster than :class:`FastNet` on the CPU (``python examples/network_speed.py``, 2
-    threads of an AMD EPYC: 133 ms against 229 ms at 1011 x 1011 px, 46 against 78 ms at
-    640 x 640). Trained by distillation from :class:`FastNet`
-    (``training/configs/lean.toml``). Input height and width need not be multiples of 8.
+    replicate-padded by one pixel). Then a binomial low-pass (:class:`Blur`) before each
+    strided conv, 32 channels at 1/4, 64 at 1/8 and a 1x1 conv to ``dim``; the
+    reliability is a two-class 1x1 head at 1/8 upsampled bilinearly to full size. The
+    same stride-8 contract as :class:`FastNet`.
     """
 
     descriptor_stride = 8
-    name = "lean"
 
-    def __init__(self, dim: int = 128) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
         self.stem = _conv_bn(3, 16, k=4, stride=2)  # 1/2
-        self.rep2 = nn.Sequential(_conv_bn(16, 16), _conv_bn(16, 16, dilation=2))
-        self.sal = nn.Conv2d(16, 8, 1)  # 2 classes x (2 x 2) pixels, pixel-shuffled
         self.blur4, self.blur8 = Blur(16, 3), Blur(32, 3)
         self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _conv_bn(32, 32))  # 1/4
         self.enc8 = nn.Sequential(
@@ -286,19 +274,91 @@ class LeanNet(nn.Module):
             _conv_bn(64, dim, k=1, relu=False),
         )  # 1/8
         self.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
+
+    def half(self, images: torch.Tensor) -> torch.Tensor:
+        """The stem's ``(B, 16, ceil(H / 2), ceil(W / 2))`` features."""
+        _check_images(images)
+        h, w = images.shape[-2:]
+        return self.stem(F.pad(images, (0, w % 2, 0, h % 2), mode="replicate"))
+
+    def encode(self, f2: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(descriptors, reliability)``: unit ``(B, dim, H/8, W/8)`` and ``(B, 1, H, W)``
+        (``size = (H, W)``) from the stem's features."""
+        x = self.enc8(self.blur8(self.enc4(self.blur4(f2))))
+        rel = _two_class_head(x * x, self.clf)
+        rel = F.interpolate(rel, size=size, mode="bilinear", align_corners=False)
+        return F.normalize(x, dim=1), rel
+
+
+class LeanNet(_LeanEncoder):
+    """A leaner CPU network (``"lean"``, issue 31): nothing at full resolution but the
+    input and the final pixel shuffle, a thin stride-8 encoder.
+
+    Repeatability: two 3x3 convs at 1/2 (dilations 1, 2) on the stem's features
+    (:class:`_LeanEncoder`), then a 1x1 conv to 2 x 4 channels, pixel-shuffled to full
+    resolution (each half-resolution cell predicts its 2 x 2 pixels) and a softmax over
+    the two classes: a stride-1 heatmap from stride-2 work, not exactly
+    shift-equivariant: a whole-pixel shift changes the stem's phase (0.80-0.87 of the
+    keypoints found again at FOV 768 px, :class:`FastNet` 0.89-0.92 on the same
+    resampled images; docs/benchmarks.md; :class:`LeanNetS1` has stride-1 keypoints).
+    Descriptors and reliability: :class:`_LeanEncoder`. About 1.7x faster than
+    :class:`FastNet` on the CPU (``python examples/network_speed.py``, 2 threads of an
+    AMD EPYC: 133 ms against 229 ms at 1011 x 1011 px, 46 against 78 ms at 640 x 640).
+    Trained by distillation from :class:`FastNet` (``training/configs/lean.toml``).
+    Input height and width need not be multiples of 8.
+    """
+
+    name = "lean"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__(dim)
+        self.rep2 = nn.Sequential(_conv_bn(16, 16), _conv_bn(16, 16, dilation=2))
+        self.sal = nn.Conv2d(16, 8, 1)  # 2 classes x (2 x 2) pixels, pixel-shuffled
         _he_init(self)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        _check_images(images)
         h, w = images.shape[-2:]
-        f2 = self.stem(F.pad(images, (0, w % 2, 0, h % 2), mode="replicate"))
+        f2 = self.half(images)
         r = self.rep2(f2)
         logits = F.pixel_shuffle(self.sal(r * r), 2)[:, :, :h, :w]  # (B, 2, H, W)
         rep = F.softmax(logits, dim=1)[:, 1:2]
-        x = self.enc8(self.blur8(self.enc4(self.blur4(f2))))
-        rel = _two_class_head(x * x, self.clf)
-        rel = F.interpolate(rel, size=(h, w), mode="bilinear", align_corners=False)
-        return F.normalize(x, dim=1), rel, rep
+        desc, rel = self.encode(f2, (h, w))
+        return desc, rel, rep
+
+
+class LeanNetS1(_LeanEncoder):
+    """``lean`` with stride-1 keypoints (``"lean-s1"``, issue 31; in training).
+
+    :class:`LeanNet`'s encoder (descriptors and reliability) and, in place of its
+    half-resolution repeatability, a thin stride-1 branch on the image: four 3x3 convs of
+    ``key_channels`` channels (dilations 1, 2, 4, 1; receptive field 17 px) and a
+    two-class 1x1 head, so a whole-pixel shift of the image shifts the repeatability
+    exactly and the keypoints move with it (like :class:`FastNet`'s), at about the cost
+    of :class:`LeanNet`'s branch. Trained by distilling :class:`FastNet`'s repeatability
+    into the branch alone, the encoder copied from the shipped ``lean`` weights and
+    frozen (``training/configs/lean_s1.toml``). Input height and width need not be
+    multiples of 8.
+
+    Args:
+        dim: descriptor size.
+        key_channels: width of the stride-1 keypoint branch.
+    """
+
+    name = "lean-s1"
+
+    def __init__(self, dim: int = 128, key_channels: int = 4) -> None:
+        super().__init__(dim)
+        k = key_channels
+        self.key = nn.Sequential(
+            _conv_bn(3, k), _conv_bn(k, k, dilation=2), _conv_bn(k, k, dilation=4), _conv_bn(k, k)
+        )  # 1/1
+        self.sal = nn.Conv2d(k, 2, 1)  # repeatability, at 1/1
+        _he_init(self)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        desc, rel = self.encode(self.half(images), images.shape[-2:])
+        k = self.key(images)
+        return desc, rel, _two_class_head(k * k, self.sal)
 
 
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

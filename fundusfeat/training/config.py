@@ -39,12 +39,16 @@ class ModelConfig:
         teacher: a model whose shipped weights are trained (e.g. ``"fast"``): its
             outputs on every training image are the targets of the distillation loss
             (``loss.distill_weight``); "" = none.
+        freeze: names of the network's top-level modules (e.g. ``["stem", "enc4"]``)
+            that are not trained: their parameters keep their initial values (from
+            ``init_from``) and their BatchNorm statistics stay fixed (eval mode).
     """
 
     name: str = "fast"
     dim: int = 128
     init_from: str = ""
     teacher: str = ""
+    freeze: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,10 @@ def _validate(cfg: TrainConfig) -> None:
             or (cfg.model.teacher in models.names() and models.get(cfg.model.teacher).trained),
             "model.teacher must be a model with trained shipped weights "
             f"({[n for n in models.names() if models.get(n).trained]})",
+        ),
+        (
+            all(isinstance(n, str) and n for n in cfg.model.freeze),
+            "model.freeze must be a list of module names",
         ),
         (cfg.loss.grid_step >= 1, "loss.grid_step must be >= 1"),
         (cfg.loss.temperature > 0, "loss.temperature must be positive"),

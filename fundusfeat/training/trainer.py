@@ -82,8 +82,11 @@ class Trainer:
         self.net = models.get(cfg.model.name).build(cfg.model.dim).to(self.device)
         self.net = self.net.to(memory_format=torch.channels_last)
         self.teacher = self._make_teacher(cfg.model.teacher)
+        self.frozen = self._freeze(cfg.model.freeze)
         self.optimizer = torch.optim.Adam(
-            self.net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+            [p for p in self.net.parameters() if p.requires_grad],
+            lr=cfg.optim.lr,
+            weight_decay=cfg.optim.weight_decay,
         )
         self.near_rng = torch.Generator().manual_seed(cfg.run.seed + 7919 * (self.rank + 1))
         self.amp = cfg.run.amp and (self.device.type == "cuda" or cpu_has_native_bf16())
@@ -111,6 +114,28 @@ class Trainer:
         for p in net.parameters():
             p.requires_grad_(False)
         return net
+
+    def _freeze(self, names: tuple[str, ...]) -> list[nn.Module]:
+        """The top-level modules ``names``, their parameters' gradients turned off."""
+        children = dict(self.net.named_children())
+        unknown = sorted(set(names) - set(children))
+        if unknown:
+            raise ValueError(
+                f"model.freeze: {self.cfg.model.name!r} has no module(s) {unknown}; "
+                f"its modules: {sorted(children)}"
+            )
+        frozen = [children[n] for n in names]
+        for module in frozen:
+            module.requires_grad_(False)
+        if not any(p.requires_grad for p in self.net.parameters()):
+            raise ValueError("model.freeze leaves no parameter to train")
+        return frozen
+
+    def _train_mode(self) -> None:
+        """Train mode, except the frozen modules (their BatchNorm statistics stay fixed)."""
+        self.model.train()
+        for module in self.frozen:
+            module.eval()
 
     # ------------------------------------------------------------------ data
     def _make_sampler(self, images: str, seed: int) -> PairSampler:
@@ -215,7 +240,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One optimiser step over ``batch_pairs`` pairs (accumulated micro-batches)."""
         cfg = self.cfg
-        self.model.train()
+        self._train_mode()
         lr = cfg.optim.lr_at(self.state.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
