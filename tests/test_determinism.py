@@ -24,13 +24,13 @@ import cv2
 import numpy as np
 import torch
 
-threads, backend, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+threads, backend, out, model = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 torch.set_num_threads(threads)
 from fundusfeat import R2D2Fundus, register
 from fundusfeat.io.demo import load_demo_pair
 
 a, b, _ = load_demo_pair()
-det = R2D2Fundus.create(backend=backend)
+det = R2D2Fundus.create(backend=backend, model=None if model == "default" else model)
 arrays = {}
 for name, img in (("a", a), ("big", cv2.resize(a, (1536, 1536)))):
     kps, desc = det.detectAndCompute(img, None)
@@ -48,11 +48,13 @@ np.savez(out, **arrays)
 """
 
 
-def _run(tmp_path: Path, threads: int, backend: str) -> dict[str, np.ndarray]:
-    out = tmp_path / f"{backend}{threads}.npz"
+def _run(
+    tmp_path: Path, threads: int, backend: str, model: str = "default"
+) -> dict[str, np.ndarray]:
+    out = tmp_path / f"{backend}{model}{threads}.npz"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
     subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(threads), backend, str(out)],
+        [sys.executable, "-c", SCRIPT, str(threads), backend, str(out), model],
         check=True,
         env=env,
         cwd=ROOT,
@@ -70,8 +72,9 @@ def _assert_same(one: dict[str, np.ndarray], two: dict[str, np.ndarray]) -> None
 
 
 @pytest.mark.slow
-def test_torch_output_is_independent_of_thread_count(tmp_path: Path) -> None:
-    _assert_same(_run(tmp_path, 1, "torch"), _run(tmp_path, 2, "torch"))
+@pytest.mark.parametrize("model", ["default", "lean-s1"])
+def test_torch_output_is_independent_of_thread_count(tmp_path: Path, model: str) -> None:
+    _assert_same(_run(tmp_path, 1, "torch", model), _run(tmp_path, 2, "torch", model))
 
 
 @pytest.mark.slow

@@ -58,3 +58,27 @@ def test_folded_network_computes_the_same_function(name):
         for a, b in zip(net(x), fold_for_inference(net)(x), strict=True):
             assert a.shape == b.shape
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "equivariant"), [("lean-s1", True), ("fast", True), ("lean", False)]
+)
+def test_whole_pixel_shift_moves_the_repeatability_with_the_image(name, equivariant):
+    """The shipped weights: shifting the image by (3, 1) px shifts ``lean-s1``'s and
+    ``fast``'s repeatability by exactly that away from the border (stride-1 keypoint
+    layers), while ``lean``'s pixel-shuffled half-resolution map changes (its stem's
+    phase moves by an odd pixel)."""
+    from fundusfeat.features.checkpoint import load_network
+
+    net = fold_for_inference(load_network(name, device="cpu"))
+    torch.manual_seed(2)
+    x = torch.nn.functional.avg_pool2d(torch.randn(1, 3, 100, 124), 3, 1, 1)  # smooth texture
+    dx, dy, m = 3, 1, 24  # shift, and a margin beyond the 17-px receptive field
+    with torch.no_grad():
+        rep = net(x[..., :-dy, :-dx].contiguous())[2]
+        moved = net(x[..., dy:, dx:].contiguous())[2]
+    a, b = rep[..., dy + m : -m, dx + m : -m], moved[..., m : -m - dy, m : -m - dx]
+    if equivariant:
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    else:
+        assert (a - b).abs().max() > 1e-2

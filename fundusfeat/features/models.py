@@ -78,6 +78,16 @@ MODELS: dict[str, ModelSpec] = {
             "its accuracy, ~1.7x faster forward)",
         ),
         ModelSpec(
+            name="lean-s1",
+            network=LeanNetS1,
+            defaults=DetectorConfig(),
+            weights="lean_s1_fundus.pt",
+            sha256="96100c9d66c83307a42fc6b2ed4e6ebe568670914dcc81f1031044d483100728",
+            trained=True,
+            summary="lean's encoder and a thin stride-1 keypoint branch (keypoints that "
+            "follow a shift like fast's; distilled from fast)",
+        ),
+        ModelSpec(
             name="fast",
             network=FastNet,
             defaults=DetectorConfig(),
@@ -85,16 +95,6 @@ MODELS: dict[str, ModelSpec] = {
             sha256="f67b86f17a5169c1cae7df5314b7e22806e13a4e2b50f441c9eccb04ea4b3f80",
             trained=True,
             summary="the CPU network before lean (stride-1 keypoint layers; lean's teacher)",
-        ),
-        ModelSpec(
-            name="lean-s1",
-            network=LeanNetS1,
-            defaults=DetectorConfig(),
-            weights=None,  # in training: training/configs/lean_s1.toml, checkpoints/
-            sha256=None,
-            trained=False,
-            summary="lean with a stride-1 keypoint branch (shift-equivariant keypoints; "
-            "in training, weights in training/checkpoints, not shipped)",
         ),
         ModelSpec(
             name="fast-v1",
