@@ -19,6 +19,7 @@ from fundusfeat.features.network import (
     FastNet,
     FastNetV1,
     LeanNet,
+    LeanNetDW,
     LeanNetS1,
     R2D2Net,
 )
@@ -95,6 +96,16 @@ MODELS: dict[str, ModelSpec] = {
             sha256="f67b86f17a5169c1cae7df5314b7e22806e13a4e2b50f441c9eccb04ea4b3f80",
             trained=True,
             summary="the CPU network before lean (stride-1 keypoint layers; lean's teacher)",
+        ),
+        ModelSpec(
+            name="lean-dw",
+            network=LeanNetDW,
+            defaults=DetectorConfig(),
+            weights=None,  # in training: training/configs/lean_dw.toml, checkpoints/
+            sha256=None,
+            trained=False,
+            summary="a lighter lean (depthwise-separable encoder, 8-channel keypoints; "
+            "in training, weights in training/checkpoints, not shipped)",
         ),
         ModelSpec(
             name="fast-v1",
