@@ -63,3 +63,13 @@ def test_a_small_radius_over_a_wide_extent_keeps_the_grid_small():
     want_d, want_i = cKDTree(ref).query(qry, k=3, distance_upper_bound=0.5)
     np.testing.assert_array_equal(idx, want_i)
     np.testing.assert_allclose(dist, want_d, rtol=1e-12)
+
+
+def test_equal_distances_come_by_cell_then_reference_order():
+    """Four points at distance 1 from the query. The grid starts at their minimum (4, 4)
+    with cells of the radius' side (1.5): points 1 and 3 share cell (0, 0), point 2 is in
+    (0, 1), point 0 in (1, 0); ties come by cell (x, then y), then reference order."""
+    ref = np.array([[6.0, 5.0], [4.0, 5.0], [5.0, 6.0], [5.0, 4.0]])
+    dist, idx = nearest_within(ref, np.array([[5.0, 5.0]]), 4, 1.5)
+    np.testing.assert_array_equal(dist, [[1.0, 1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(idx, [[1, 3, 2, 0]])

@@ -21,7 +21,9 @@ def nearest_within(
     """For each query, the ``k`` nearest ``reference`` points closer than ``radius``.
 
     The same answer as ``scipy.spatial.cKDTree(reference).query(queries, k,
-    distance_upper_bound=radius)`` (equal distances in the order of ``reference``).
+    distance_upper_bound=radius)``, except the order among exactly equal distances: here
+    by grid cell (x, then y), then by index into ``reference``. Squared distances are
+    compared with ``radius ** 2``, as cKDTree does.
 
     Args:
         reference: ``(N, 2)`` finite points.
@@ -47,38 +49,40 @@ def nearest_within(
         return dist, index
     origin = ref.min(axis=0)
     # cells of the radius' side (any side >= radius keeps every neighbour in the 3 x 3
-    # cells around a query), at most _MAX_CELLS_PER_SIDE across the points' extent
+    # cells around a query), at most _MAX_CELLS_PER_SIDE across the points' extent, with
+    # two empty cells on every side so that a query's 3 x 3 block is always in the grid
     side = max(radius, float((ref.max(axis=0) - origin).max()) / _MAX_CELLS_PER_SIDE)
-    cells = np.floor((ref - origin) / side).astype(np.int64)
-    nx, ny = cells.max(axis=0) + 1
+    cells = np.floor((ref - origin) / side).astype(np.int64) + 2
+    nx, ny = cells.max(axis=0) + 3
     key = cells[:, 0] * ny + cells[:, 1]
     order = np.argsort(key, kind="stable")
+    by_cell = ref[order]
     # the first point of every cell (and one past the last) in ``order``
     bounds = np.searchsorted(key[order], np.arange(nx * ny + 1))
-    # query cells, clipped to one cell outside the grid (farther ones have no neighbours)
-    qc = np.floor(np.clip((qry - origin) / side, -2.0, [nx + 1.0, ny + 1.0])).astype(np.int64)
-    around = qc[:, None, :] + _NEIGHBOUR_CELLS[None]  # (M, 9, 2)
-    inside = (around >= 0).all(axis=2) & (around[..., 0] < nx) & (around[..., 1] < ny)
-    wanted = np.where(inside, around[..., 0] * ny + around[..., 1], 0).ravel()
+    # a query more than a cell outside the points is clipped to the empty ring: its block
+    # may then hold points, all farther than the radius (the distance test drops them)
+    qf = np.clip((qry - origin) / side + 2.0, 1.0, [nx - 2.0, ny - 2.0])
+    qkey = np.floor(qf[:, 0]).astype(np.int64) * ny + np.floor(qf[:, 1]).astype(np.int64)
+    wanted = (qkey[:, None] + (_NEIGHBOUR_CELLS @ np.array([ny, 1]))[None]).ravel()  # (M*9,)
     start = bounds[wanted]
-    count = np.where(inside.ravel(), bounds[wanted + 1] - start, 0)
+    count = bounds[wanted + 1] - start
     total = int(count.sum())
     if total == 0:
         return dist, index
-    query_of = np.repeat(np.arange(m), count.reshape(m, 9).sum(axis=1))
-    offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    cand = order[np.repeat(start, count) + offset]
-    dx = qry[query_of, 0] - ref[cand, 0]
-    dy = qry[query_of, 1] - ref[cand, 1]
-    d = np.hypot(dx, dy)
-    close = np.flatnonzero(d < radius)
-    query_of, cand, d = query_of[close], cand[close], d[close]
-    # by query, then distance (query_of is sorted; d < radius keeps the groups apart)
-    ranked = np.argsort(query_of * (2.0 * radius) + d, kind="stable")
-    query_of, cand, d = query_of[ranked], cand[ranked], d[ranked]
+    per_query = count.reshape(m, 9).sum(axis=1)
+    # position in ``order`` of every candidate: cell start + rank within the cell
+    pos = np.arange(total) + np.repeat(start - (np.cumsum(count) - count), count)
+    diff = by_cell[pos] - np.repeat(qry, per_query, axis=0)
+    d2 = np.einsum("ij,ij->i", diff, diff)
+    close = np.flatnonzero(d2 < radius * radius)
+    query_of = np.repeat(np.arange(m), per_query)[close]
+    pos, d2 = pos[close], d2[close]
+    # by query, then distance (query_of is sorted; d2 < radius^2 keeps the groups apart)
+    ranked = np.argsort(query_of * (2.0 * radius * radius) + d2, kind="stable")
+    query_of, pos, d2 = query_of[ranked], pos[ranked], d2[ranked]
     groups = np.bincount(query_of, minlength=m)
     rank = np.arange(len(query_of)) - np.repeat(np.cumsum(groups) - groups, groups)
     keep = rank < k
-    dist[query_of[keep], rank[keep]] = d[keep]
-    index[query_of[keep], rank[keep]] = cand[keep]
+    dist[query_of[keep], rank[keep]] = np.sqrt(d2[keep])
+    index[query_of[keep], rank[keep]] = order[pos[keep]]
     return dist, index
