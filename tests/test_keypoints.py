@@ -177,6 +177,15 @@ def test_max_filter_equals_max_pool(k: int) -> None:
     assert torch.equal(_max_filter(x, k), ref)
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_min_filter_equals_negated_max_pool(k: int) -> None:
+    from fundusfeat.features.keypoints import _rank_filter
+
+    x = torch.rand(2, 1, 37, 41, generator=torch.Generator().manual_seed(k))
+    ref = -F.max_pool2d(F.pad(-x, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    assert torch.equal(_rank_filter(x, k, torch.minimum), ref)
+
+
 @pytest.mark.parametrize("border", [1, 4, 7])
 def test_erode_mask_equals_max_pool_erosion(border: int) -> None:
     valid = torch.rand(3, 1, 40, 50, generator=torch.Generator().manual_seed(border)) > 0.02
