@@ -64,6 +64,18 @@ def _two_class_head(x2: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return F.softmax(conv(x2), dim=1)[:, 1:2]
 
 
+def _shuffled_two_class(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Class 1's softmax probability of half-resolution logits ``(B, 8, h2, w2)`` (2
+    classes x (2 x 2) pixels, pixel-shuffle order), at full resolution ``(B, 1, h, w)``.
+
+    The softmax over the two classes is taken before the pixel shuffle, on half as much
+    data (bitwise the same as shuffling first: the shuffle only moves elements).
+    """
+    b, _, h2, w2 = logits.shape
+    prob = F.softmax(logits.reshape(b, 2, 4, h2, w2), dim=1)[:, 1]  # (B, 4, h2, w2)
+    return F.pixel_shuffle(prob, 2)[:, :, :h, :w]
+
+
 def _he_init(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
@@ -320,8 +332,7 @@ class LeanNet(_LeanEncoder):
         h, w = images.shape[-2:]
         f2 = self.half(images)
         r = self.rep2(f2)
-        logits = F.pixel_shuffle(self.sal(r * r), 2)[:, :, :h, :w]  # (B, 2, H, W)
-        rep = F.softmax(logits, dim=1)[:, 1:2]
+        rep = _shuffled_two_class(self.sal(r * r), h, w)
         desc, rel = self.encode(f2, (h, w))
         return desc, rel, rep
 
@@ -416,8 +427,7 @@ class LeanNetDW(nn.Module):
         h, w = images.shape[-2:]
         f2 = self.stem(F.pad(images, (0, w % 2, 0, h % 2), mode="replicate"))
         r = self.rep2(f2)
-        logits = F.pixel_shuffle(self.sal(r * r), 2)[:, :, :h, :w]  # (B, 2, H, W)
-        rep = F.softmax(logits, dim=1)[:, 1:2]
+        rep = _shuffled_two_class(self.sal(r * r), h, w)
         x = self.enc8(self.blur8(self.enc4(self.blur4(f2))))
         rel = _two_class_head(x * x, self.clf)
         rel = F.interpolate(rel, size=(h, w), mode="bilinear", align_corners=False)
