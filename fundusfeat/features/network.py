@@ -385,11 +385,11 @@ def _separable(c: int, dilation: int = 1) -> nn.Sequential:
     )
 
 
-class LeanNetDW(nn.Module):
+class LeanNetDW(LeanNet):
     """A lighter ``lean`` for the CPU (``"lean-dw"``, issue 31; in training).
 
-    :class:`LeanNet`'s layout with cheaper layers: the same 4x4 stride-2 stem (3 -> 16)
-    and strided 3x3 convs (16 -> 32 at 1/4, 32 -> 64 at 1/8, each after a
+    :class:`LeanNet`'s layout and forward with cheaper layers: the same 4x4 stride-2 stem
+    (3 -> 16) and strided 3x3 convs (16 -> 32 at 1/4, 32 -> 64 at 1/8, each after a
     :class:`Blur`), but the 3x3 convs that keep the resolution are depthwise-separable
     (:func:`_separable`: one at 1/4, two at 1/8, the second dilated by 2), and the
     half-resolution repeatability has 8 channels (two 3x3 convs, dilations 1 and 2, a
@@ -403,13 +403,9 @@ class LeanNetDW(nn.Module):
     """
 
     name = "lean-dw"
-    descriptor_stride = 8
 
     def __init__(self, dim: int = 128) -> None:
-        super().__init__()
-        self.dim = dim
-        self.stem = _conv_bn(3, 16, k=4, stride=2)  # 1/2
-        self.blur4, self.blur8 = Blur(16, 3), Blur(32, 3)
+        super().__init__(dim)
         self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _separable(32))  # 1/4
         self.enc8 = nn.Sequential(
             _conv_bn(32, 64, stride=2),
@@ -417,21 +413,9 @@ class LeanNetDW(nn.Module):
             _separable(64, dilation=2),
             _conv_bn(64, dim, k=1, relu=False),
         )  # 1/8
-        self.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
         self.rep2 = nn.Sequential(_conv_bn(16, 8), _conv_bn(8, 8, dilation=2))  # 1/2
         self.sal = nn.Conv2d(8, 8, 1)  # 2 classes x (2 x 2) pixels, pixel-shuffled
         _he_init(self)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        _check_images(images)
-        h, w = images.shape[-2:]
-        f2 = self.stem(F.pad(images, (0, w % 2, 0, h % 2), mode="replicate"))
-        r = self.rep2(f2)
-        rep = _shuffled_two_class(self.sal(r * r), h, w)
-        x = self.enc8(self.blur8(self.enc4(self.blur4(f2))))
-        rel = _two_class_head(x * x, self.clf)
-        rel = F.interpolate(rel, size=(h, w), mode="bilinear", align_corners=False)
-        return F.normalize(x, dim=1), rel, rep
 
 
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
