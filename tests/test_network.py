@@ -87,7 +87,8 @@ def test_whole_pixel_shift_moves_the_repeatability_with_the_image(name, equivari
 @pytest.mark.parametrize(("h", "w"), [(67, 90), (66, 91)])
 def test_softmax_before_the_pixel_shuffle_is_the_same_map(h, w):
     """lean's repeatability: the two-class softmax taken on the half-resolution logits,
-    then shuffled and cropped, equals shuffling first, bitwise."""
+    then shuffled and cropped, equals shuffling first (up to the last bits of a few
+    elements: torch's softmax rounds exp differently on its vector and scalar paths)."""
     from torch.nn import functional as F
 
     from fundusfeat.features.network import _shuffled_two_class
@@ -96,4 +97,4 @@ def test_softmax_before_the_pixel_shuffle_is_the_same_map(h, w):
     logits = torch.randn(2, 8, (h + 1) // 2, (w + 1) // 2) * 4
     for x in (logits, logits.contiguous(memory_format=torch.channels_last)):
         want = F.softmax(F.pixel_shuffle(x, 2)[:, :, :h, :w], dim=1)[:, 1:2]
-        assert torch.equal(_shuffled_two_class(x, h, w), want)
+        torch.testing.assert_close(_shuffled_two_class(x, h, w), want, rtol=0, atol=1e-7)

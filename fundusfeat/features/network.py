@@ -69,7 +69,9 @@ def _shuffled_two_class(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
     classes x (2 x 2) pixels, pixel-shuffle order), at full resolution ``(B, 1, h, w)``.
 
     The softmax over the two classes is taken before the pixel shuffle, on half as much
-    data (bitwise the same as shuffling first: the shuffle only moves elements).
+    data: the same values as shuffling first (the shuffle only moves elements; torch's
+    softmax may round the last bit of a few elements differently, as its vector and
+    scalar paths do).
     """
     b, _, h2, w2 = logits.shape
     prob = F.softmax(logits.reshape(b, 2, 4, h2, w2), dim=1)[:, 1]  # (B, 4, h2, w2)
