@@ -152,3 +152,11 @@ def test_cold_commands_times_both(monkeypatch, capsys):
     assert _run(monkeypatch, "cold_commands.py", "--repeat", "1", "--side", "600") == 0
     out = capsys.readouterr().out
     assert "fundusfeat register:" in out and "SIFT-CLAHE script:" in out and "ratio:" in out
+
+
+def test_shift_misses_example(monkeypatch, capsys):
+    args = ("--models", DEFAULT_MODEL, "--fov", "400", "--shifts", "1,0")
+    assert _run(monkeypatch, "shift_misses.py", *args) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {DEFAULT_MODEL} |")]
+    found, drifted, lost = (float(v) for v in rows[0].split("|")[3:6])
+    assert len(rows) == 2 and found > 0.5 and abs(found + drifted + lost - 1.0) < 2e-3
