@@ -101,11 +101,11 @@ MODELS: dict[str, ModelSpec] = {
             name="lean-dw",
             network=LeanNetDW,
             defaults=DetectorConfig(),
-            weights=None,  # in training: training/configs/lean_dw.toml, checkpoints/
-            sha256=None,
-            trained=False,
+            weights="lean_dw_fundus.pt",
+            sha256="7e9abe5cc96eb44d9849439d1d2d12549734cf27c9a30499732ffbb13e7cc5ea",
+            trained=True,
             summary="a lighter lean (depthwise-separable encoder, 8-channel keypoints; "
-            "in training, weights in training/checkpoints, not shipped)",
+            "about 0.8x lean's detection time)",
         ),
         ModelSpec(
             name="fast-v1",

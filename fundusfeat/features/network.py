@@ -388,7 +388,7 @@ def _separable(c: int, dilation: int = 1) -> nn.Sequential:
 
 
 class LeanNetDW(LeanNet):
-    """A lighter ``lean`` for the CPU (``"lean-dw"``, issue 31; in training).
+    """A lighter ``lean`` for the CPU (``"lean-dw"``, issue 31; a shipped named model).
 
     :class:`LeanNet`'s layout and forward with cheaper layers: the same 4x4 stride-2 stem
     (3 -> 16) and strided 3x3 convs (16 -> 32 at 1/4, 32 -> 64 at 1/8, each after a
