@@ -170,11 +170,11 @@ class TestExtractMultiscale:
 
 @pytest.mark.parametrize("k", [1, 3, 5, 7])
 def test_max_filter_equals_max_pool(k: int) -> None:
-    from fundusfeat.features.keypoints import _max_filter
+    from fundusfeat.features.keypoints import _rank_filter
 
     x = torch.rand(2, 1, 37, 41, generator=torch.Generator().manual_seed(k))
     ref = F.max_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1)
-    assert torch.equal(_max_filter(x, k), ref)
+    assert torch.equal(_rank_filter(x, k, torch.maximum), ref)
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])

@@ -66,10 +66,7 @@ def found_again(
     Returns:
         The fraction in [0, 1] (``nan`` when no point stays inside).
     """
-    dist = _distances_moved(points, shifted_points, shift, size)
-    if dist is None:
-        return float("nan")
-    return float(np.mean(dist <= tolerance))
+    return why_missed(points, shifted_points, shift, size, tolerance)[0]
 
 
 def why_missed(
@@ -89,33 +86,20 @@ def why_missed(
         shift-equivariant); none within ``drift`` (it vanished: usually a weak keypoint
         crossing a threshold). ``nan`` each when no point stays inside.
     """
-    dist = _distances_moved(points, shifted_points, shift, size)
-    if dist is None:
-        return float("nan"), float("nan"), float("nan")
-    found = float(np.mean(dist <= tolerance))
-    lost = float(np.mean(dist > drift))
-    return found, 1.0 - found - lost, lost
-
-
-def _distances_moved(
-    points: np.ndarray,
-    shifted_points: np.ndarray,
-    shift: tuple[float, float],
-    size: tuple[int, int],
-) -> np.ndarray | None:
-    """Distance from each ``point + shift`` inside the frame to the nearest shifted
-    keypoint (``inf`` when there is none); None when no point stays inside."""
     w, h = size
     target = np.asarray(points, np.float64).reshape(-1, 2) + np.asarray(shift, np.float64)
     inside = (target[:, 0] >= 0) & (target[:, 0] <= w - 1)
     inside &= (target[:, 1] >= 0) & (target[:, 1] <= h - 1)
     target = target[inside]
     if len(target) == 0:
-        return None
+        return float("nan"), float("nan"), float("nan")
     if len(shifted_points) == 0:
-        return np.full(len(target), np.inf)
-    dist, _ = cKDTree(np.asarray(shifted_points, np.float64).reshape(-1, 2)).query(target)
-    return dist
+        return 0.0, 0.0, 1.0
+    tree = cKDTree(np.asarray(shifted_points, np.float64).reshape(-1, 2))
+    dist, _ = tree.query(target)
+    found = float(np.mean(dist <= tolerance))
+    lost = float(np.mean(dist > drift))
+    return found, 1.0 - found - lost, lost
 
 
 def shift_repeatability(

@@ -95,11 +95,6 @@ def nms(rep: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     return (rep == local_max) & (rep > local_min)
 
 
-def _max_filter(x: torch.Tensor, k: int) -> torch.Tensor:
-    """k x k maximum filter (edge pixels replicated)."""
-    return _rank_filter(x, k, torch.maximum)
-
-
 def _rank_filter(
     x: torch.Tensor, k: int, pick: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
