@@ -56,6 +56,32 @@ def test_guided_match_finds_the_true_pairs():
     np.testing.assert_array_equal(train, truth[query])
 
 
+@pytest.mark.parametrize("noise", [0.8, 1.2])
+def test_guided_match_is_the_mutual_pairs_of_both_full_directions(noise):
+    """The reverse search runs only for image-2 keypoints some image-1 keypoint chose;
+    the pairs are those of searching every keypoint both ways (dense and noisy sets, so
+    that many first choices are not mutual)."""
+    rng = np.random.default_rng(3)
+    xy1 = rng.uniform(0, 200, (2000, 2))
+    xy2 = np.vstack(
+        [transform_points(H, xy1) + rng.normal(0, 1.0, xy1.shape), rng.uniform(0, 200, (500, 2))]
+    )
+    desc1 = rng.standard_normal((2000, 16)).astype(np.float32)
+    desc2 = np.vstack(
+        [desc1 + noise * rng.standard_normal(desc1.shape), rng.standard_normal((500, 16))]
+    )
+    desc2 = desc2.astype(np.float32)
+    kp1, kp2 = KeypointSet.of(xy1, desc1), KeypointSet.of(xy2, desc2)
+    transform = homography_transform(H)
+    to2 = kp2.nearest_in_window(transform.apply(xy1), kp1, 6.0, np.inf)
+    to1 = kp1.nearest_in_window(transform.inverse(xy2), kp2, 6.0, np.inf)
+    mutual = np.flatnonzero((to2 >= 0) & (to1[np.maximum(to2, 0)] == np.arange(len(xy1))))
+    query, train = guided_match(kp1, kp2, transform, 6.0, np.inf)
+    assert 100 < len(query) < (to2 >= 0).sum()
+    np.testing.assert_array_equal(query, mutual)
+    np.testing.assert_array_equal(train, to2[mutual])
+
+
 def test_guided_match_distance_limit_refuses_lookalikes():
     """Around a wrong transform nothing looks like a match under the distance limit."""
     xy1, desc1, xy2, desc2, _ = _synthetic_keypoints()

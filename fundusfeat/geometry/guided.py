@@ -56,17 +56,37 @@ class KeypointSet:
         return cls(np.asarray(xy, np.float64).reshape(-1, 2), d, sqnorm)
 
     def nearest_in_window(
-        self, points: np.ndarray, other: KeypointSet, radius: float, max_distance: float
+        self,
+        points: np.ndarray,
+        other: KeypointSet,
+        radius: float,
+        max_distance: float,
+        rows: np.ndarray | None = None,
     ) -> np.ndarray:
         """For each of ``other``'s keypoints, placed at ``points`` in this image, the index
         of this set's keypoint within ``radius`` px whose descriptor is nearest, if that
         descriptor distance is at most ``max_distance`` (-1 where there is none).
         Vectorised: one grid query (:func:`~fundusfeat.geometry.neighbours.nearest_within`)
-        and one batched dot product for all points."""
+        and one batched dot product for all points.
+
+        Args:
+            points: ``(M, 2)`` positions in this image (non-finite rows get -1).
+            other: the keypoints placed at ``points``: all of them (``M = len(other)``),
+                or the ``rows`` of them.
+            radius: search radius in pixels.
+            max_distance: largest accepted descriptor distance.
+            rows: ``(M,)`` indices into ``other`` of the placed keypoints (None: all).
+        """
         out = np.full(len(points), -1, dtype=np.int64)
         ok = np.isfinite(points).all(axis=1)
         if not ok.any() or len(self.xy) == 0:
             return out
+        if rows is not None:
+            other = KeypointSet(
+                other.xy[rows],
+                other.desc[rows],
+                None if other.sqnorm is None else other.sqnorm[rows],
+            )
         k = min(GUIDED_CANDIDATES, len(self.xy))
         _, idx = nearest_within(self.xy, points[ok], k, radius)
         present = idx < len(self.xy)
@@ -97,7 +117,9 @@ def guided_match(
     image-2 keypoints within ``radius`` px of it (at most :data:`GUIDED_CANDIDATES`, the
     nearest) the one with the nearest descriptor is its candidate, if that descriptor is
     closer than ``max_distance``. The same is done the other way
-    (``transform.inverse``); a pair is kept when each is the other's candidate. (Without
+    (``transform.inverse``) for the image-2 keypoints that are some image-1 keypoint's
+    candidate (no other can be in a mutual pair); a pair is kept when each is the
+    other's candidate. (Without
     a distance limit any transform would gather "matches" near its own predictions: the
     limit, set from the descriptor distances of the unguided inliers, keeps only pairs
     that look like true matches.)
@@ -115,8 +137,10 @@ def guided_match(
     to2 = keypoints2.nearest_in_window(
         transform.apply(keypoints1.xy), keypoints1, radius, max_distance
     )
-    to1 = keypoints1.nearest_in_window(
-        transform.inverse(keypoints2.xy), keypoints2, radius, max_distance
+    wanted = np.unique(to2[to2 >= 0])
+    to1 = np.full(len(keypoints2.xy), -1, dtype=np.int64)
+    to1[wanted] = keypoints1.nearest_in_window(
+        transform.inverse(keypoints2.xy[wanted]), keypoints2, radius, max_distance, wanted
     )
     query = np.flatnonzero(to2 >= 0)
     query = query[to1[to2[query]] == query]
