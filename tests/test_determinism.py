@@ -72,7 +72,7 @@ def _assert_same(one: dict[str, np.ndarray], two: dict[str, np.ndarray]) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["default", "lean-s1", "lean-dw"])
+@pytest.mark.parametrize("model", ["default", "lean-s1", "lean-dw", "lean-dw-s1"])
 def test_torch_output_is_independent_of_thread_count(tmp_path: Path, model: str) -> None:
     _assert_same(_run(tmp_path, 1, "torch", model), _run(tmp_path, 2, "torch", model))
 

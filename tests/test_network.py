@@ -45,7 +45,7 @@ def test_stable_pointwise_is_the_conv_at_any_thread_count(channels, side):
         torch.testing.assert_close(traced, conv(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["fast", "lean", "lean-s1", "lean-dw"])
+@pytest.mark.parametrize("name", ["fast", "lean", "lean-s1", "lean-dw", "lean-dw-s1"])
 def test_folded_network_computes_the_same_function(name):
     torch.manual_seed(1)
     net = models.get(name).build().eval()
@@ -61,7 +61,8 @@ def test_folded_network_computes_the_same_function(name):
 
 
 @pytest.mark.parametrize(
-    ("name", "equivariant"), [("lean-s1", True), ("fast", True), ("lean", False)]
+    ("name", "equivariant"),
+    [("lean-s1", True), ("lean-dw-s1", True), ("fast", True), ("lean", False)],
 )
 def test_whole_pixel_shift_moves_the_repeatability_with_the_image(name, equivariant):
     """The shipped weights: shifting the image by (3, 1) px shifts ``lean-s1``'s and

@@ -215,6 +215,37 @@ def test_lean_s1_recipe_trains_only_the_keypoint_branch(tmp_path: Path) -> None:
     assert det.model == "lean-s1"
 
 
+def test_lean_dw_s1_recipe_starts_from_both_named_models(tmp_path: Path) -> None:
+    """lean_dw_s1.toml: ``init_from`` lists lean-s1's weights, then lean-dw's; the
+    network starts with lean-dw's encoder and lean-s1's keypoint branch, the encoder
+    stays frozen and the branch trains; the checkpoint loads as "lean-dw-s1"."""
+    recipe = load_config(ROOT / "training" / "configs" / "lean_dw_s1.toml")
+    assert isinstance(recipe.model.init_from, tuple) and len(recipe.model.init_from) == 2
+    cfg = _smoke(tmp_path, steps=2, val_every=0)
+    cfg = dataclasses.replace(cfg, model=recipe.model, loss=recipe.loss)
+    trainer = Trainer(cfg)
+    dw = R2D2Fundus.create(model="lean-dw", device="cpu").core.state_dict
+    s1 = R2D2Fundus.create(model="lean-s1", device="cpu").core.state_dict
+    start = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    encoder = ("stem", "enc4", "enc8", "clf")
+    for name, value in start.items():
+        source = dw if name.split(".")[0] in encoder else s1
+        assert torch.equal(value, source[name]), name
+    trainer.fit()
+    own = trainer.net.state_dict()
+    for name, value in start.items():
+        if name.split(".")[0] in encoder:
+            assert torch.equal(own[name], value), name
+    assert not torch.equal(own["key.0.0.weight"], start["key.0.0.weight"])
+    det = R2D2Fundus.create(weights=str(tmp_path / "last.pt"), device="cpu", target_diameter=256)
+    assert det.model == "lean-dw-s1"
+
+
+def test_init_from_must_be_paths() -> None:
+    with pytest.raises(ValueError, match="model.init_from"):
+        config_from_dict({"model": {"init_from": ["a.pt", ""]}})
+
+
 def test_pure_distillation_ignores_the_pair_terms_gradient(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

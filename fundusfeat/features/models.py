@@ -20,6 +20,7 @@ from fundusfeat.features.network import (
     FastNetV1,
     LeanNet,
     LeanNetDW,
+    LeanNetDWS1,
     LeanNetS1,
     R2D2Net,
 )
@@ -106,6 +107,16 @@ MODELS: dict[str, ModelSpec] = {
             trained=True,
             summary="a lighter lean (depthwise-separable encoder, 8-channel keypoints; "
             "about 0.8x lean's detection time)",
+        ),
+        ModelSpec(
+            name="lean-dw-s1",
+            network=LeanNetDWS1,
+            defaults=DetectorConfig(),
+            weights="lean_dw_s1_fundus.pt",
+            sha256="1be28bedaa7249e9def2d7e3ea6d1f1a26e2b975644d6e4aa77b19dc659065d0",
+            trained=True,
+            summary="lean-dw's encoder and lean-s1's stride-1 keypoint branch (keypoints "
+            "that follow a shift; about lean-dw's speed)",
         ),
         ModelSpec(
             name="fast-v1",

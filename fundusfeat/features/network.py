@@ -387,6 +387,21 @@ def _separable(c: int, dilation: int = 1) -> nn.Sequential:
     )
 
 
+def _separable_encoder(dim: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """``(enc4, enc8)`` of the ``lean-dw`` networks: :class:`_LeanEncoder`'s strided 3x3
+    convs (16 -> 32 at 1/4, 32 -> 64 at 1/8) with :func:`_separable` convs in place of
+    its resolution-keeping 3x3 convs (one at 1/4, two at 1/8, the second dilated by 2),
+    then the 1x1 conv to ``dim``."""
+    enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _separable(32))  # 1/4
+    enc8 = nn.Sequential(
+        _conv_bn(32, 64, stride=2),
+        _separable(64),
+        _separable(64, dilation=2),
+        _conv_bn(64, dim, k=1, relu=False),
+    )  # 1/8
+    return enc4, enc8
+
+
 class LeanNetDW(LeanNet):
     """A lighter ``lean`` for the CPU (``"lean-dw"``, issue 31; a shipped named model).
 
@@ -408,15 +423,36 @@ class LeanNetDW(LeanNet):
 
     def __init__(self, dim: int = 128) -> None:
         super().__init__(dim)
-        self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _separable(32))  # 1/4
-        self.enc8 = nn.Sequential(
-            _conv_bn(32, 64, stride=2),
-            _separable(64),
-            _separable(64, dilation=2),
-            _conv_bn(64, dim, k=1, relu=False),
-        )  # 1/8
+        self.enc4, self.enc8 = _separable_encoder(dim)
         self.rep2 = nn.Sequential(_conv_bn(16, 8), _conv_bn(8, 8, dilation=2))  # 1/2
         self.sal = nn.Conv2d(8, 8, 1)  # 2 classes x (2 x 2) pixels, pixel-shuffled
+        _he_init(self)
+
+
+class LeanNetDWS1(LeanNetS1):
+    """``lean-dw``'s encoder with ``lean-s1``'s stride-1 keypoints (``"lean-dw-s1"``,
+    issue 31).
+
+    Descriptors (128-D, unit, stride 8) and reliability from :class:`LeanNetDW`'s
+    encoder (:func:`_separable_encoder` after the 4x4 stride-2 stem); the repeatability
+    from :class:`LeanNetS1`'s branch on the image (four 3x3 convs of ``key_channels``
+    channels, dilations 1, 2, 4, 1, and a two-class 1x1 head), so a whole-pixel shift of
+    the image shifts the keypoints with it. The branch does not see the encoder: each
+    part is distilled from :class:`FastNet` on its own. Weights: the two shipped named
+    models' tensors (``training/configs/lean_dw_s1.toml``: ``model.init_from`` both, the
+    encoder frozen, the branch trained further). Input height and width need not be
+    multiples of 8.
+
+    Args:
+        dim: descriptor size.
+        key_channels: width of the stride-1 keypoint branch.
+    """
+
+    name = "lean-dw-s1"
+
+    def __init__(self, dim: int = 128, key_channels: int = 4) -> None:
+        super().__init__(dim, key_channels)
+        self.enc4, self.enc8 = _separable_encoder(dim)
         _he_init(self)
 
 

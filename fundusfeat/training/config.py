@@ -34,8 +34,9 @@ class ModelConfig:
         dim: descriptor size.
         init_from: a checkpoint or state dict whose tensors initialise every parameter
             and buffer of the same name and shape (the rest keeps He initialisation);
-            "" = none. Used to start a new architecture from a trained one; ignored when
-            resuming. A relative path follows the config file.
+            "" = none; or a list of them, applied in order (a later file overwrites the
+            tensors it shares with an earlier one). Used to start a new architecture from
+            trained ones; ignored when resuming. A relative path follows the config file.
         teacher: a model whose shipped weights are trained (e.g. ``"fast"``): its
             outputs on every training image are the targets of the distillation loss
             (``loss.distill_weight``); "" = none.
@@ -46,7 +47,7 @@ class ModelConfig:
 
     name: str = "fast"
     dim: int = 128
-    init_from: str = ""
+    init_from: str | tuple[str, ...] = ""
     teacher: str = ""
     freeze: tuple[str, ...] = ()
 
@@ -256,6 +257,11 @@ def _validate(cfg: TrainConfig) -> None:
             all(isinstance(n, str) and n for n in cfg.model.freeze),
             "model.freeze must be a list of module names",
         ),
+        (
+            isinstance(cfg.model.init_from, str)
+            or all(isinstance(p, str) and p for p in cfg.model.init_from),
+            "model.init_from must be a path or a list of paths",
+        ),
         (cfg.loss.grid_step >= 1, "loss.grid_step must be >= 1"),
         (cfg.loss.temperature > 0, "loss.temperature must be positive"),
         (cfg.loss.ap_bins >= 2, "loss.ap_bins must be >= 2"),
@@ -325,7 +331,11 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Train
             if isinstance(value, list):
                 section[key] = tuple(value)
             if base_dir is not None and (name, key) in _PATH_KEYS and value:
-                section[key] = str((base_dir / value).resolve())
+                value = section[key]
+                if isinstance(value, tuple):
+                    section[key] = tuple(str((base_dir / v).resolve()) for v in value)
+                else:
+                    section[key] = str((base_dir / value).resolve())
         parts[name] = cls(**section)
     return TrainConfig(**parts)
 

@@ -96,7 +96,9 @@ class Trainer:
         if resume is not None:
             self._load(Path(resume))
         elif cfg.model.init_from:
-            self._init_from(Path(cfg.model.init_from))
+            sources = cfg.model.init_from
+            for source in (sources,) if isinstance(sources, str) else sources:
+                self._init_from(Path(source))
         self.model: nn.Module = self.net
         if self.world > 1 or dist.is_initialized():
             ids = [self.device.index] if self.device.type == "cuda" else None
