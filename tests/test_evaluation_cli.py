@@ -196,6 +196,21 @@ def test_evaluate_eye_preset_reports_the_oracle(tmp_path, image_path, capsys):
     assert oracle["model"] == "homography" and oracle["error_px"] != "inf"
 
 
+def test_evaluate_global_keypoints_reaches_register(image_path, capsys):
+    from fundusfeat.evaluation import peers
+
+    assert peers.make_registrar("sift", global_keypoints=50).keywords["global_keypoints"] == 50
+    assert "global_keypoints" not in peers.make_registrar("sift").keywords
+    args = _parse(
+        "evaluate", "--synthetic", str(image_path), "--preset", "easy", "--pairs", "1",
+        "--methods", "sift-clahe", "--json", "--quiet", "--global-keypoints", "50",
+    )  # fmt: skip
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["meta"]["global_keypoints"] == 50
+    with pytest.raises(SystemExit):
+        _parse("evaluate", "--synthetic", str(image_path), "--global-keypoints", "0")
+
+
 def test_evaluate_impostors(tmp_path, image_path, make_fundus, capsys):
     other = tmp_path / "other.png"  # another "eye": a synthetic fundus with other vessels
     cv2.imwrite(str(other), make_fundus(384, 384, 370.0, seed=3))

@@ -36,7 +36,7 @@ from fundusfeat.evaluation.sources import benchmark_images
 from fundusfeat.features.hardware import cpu_model
 from fundusfeat.io import images as images
 from fundusfeat.io.progress import ProgressLine
-from fundusfeat.pipeline.register import DEFAULT_METHOD, TRANSFORM_MODELS
+from fundusfeat.pipeline.register import DEFAULT_METHOD, GLOBAL_KEYPOINTS, TRANSFORM_MODELS
 
 DEFAULT_METHODS = "sift-clahe,r2d2fundus"
 DEFAULT_BENCH_METHODS = "sift,sift-clahe,r2d2fundus"
@@ -191,6 +191,12 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=TRANSFORM_MODELS,
         help="transform model of every method (default: fundusfeat.register's, auto)",
     )
+    p.add_argument(
+        "--global-keypoints",
+        type=positive_int,
+        help="strongest keypoints per image in the global matching of every method "
+        f"(default: fundusfeat.register's, {GLOBAL_KEYPOINTS})",
+    )
     p.add_argument("--out", type=Path, help="write results.md, results.json, success.png here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -227,7 +233,12 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         names = peers.parse_methods(args.methods)
         methods = {
             n: peers.make_registrar(
-                n, args.device, args.ransac_threshold, args.estimator, args.transform
+                n,
+                args.device,
+                args.ransac_threshold,
+                args.estimator,
+                args.transform,
+                args.global_keypoints,
             )
             for n in names
         }
@@ -248,6 +259,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         methods=names,
         estimator=args.estimator or DEFAULT_METHOD,
         transform=args.transform or "auto",
+        global_keypoints=args.global_keypoints or GLOBAL_KEYPOINTS,
         command=" ".join(sys.argv),
         **machine_info(),
     )

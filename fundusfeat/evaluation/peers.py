@@ -210,6 +210,7 @@ def make_registrar(
     ransac_threshold: float | None = None,
     estimator: str | None = None,
     transform: str | None = None,
+    global_keypoints: int | None = None,
 ) -> Registrar:
     """A registration method: the named detector through ``fundusfeat.register``.
 
@@ -225,6 +226,8 @@ def make_registrar(
             ``fundusfeat.register``).
         transform: the transform model (``"auto"``, ``"homography"``, ...; None = the
             default of ``fundusfeat.register``).
+        global_keypoints: strongest keypoints per image in the global matching (None =
+            the default of ``fundusfeat.register``).
     """
     from fundusfeat.pipeline.register import register
 
@@ -235,4 +238,6 @@ def make_registrar(
         kwargs["method"] = estimator
     if transform is not None:
         kwargs["transform_model"] = transform
+    if global_keypoints is not None:
+        kwargs["global_keypoints"] = global_keypoints
     return partial(register, **kwargs)

@@ -70,14 +70,24 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
+            name="lean-dw-s1",
+            network=LeanNetDWS1,
+            defaults=DetectorConfig(),
+            weights="lean_dw_s1_fundus.pt",
+            sha256="1be28bedaa7249e9def2d7e3ea6d1f1a26e2b975644d6e4aa77b19dc659065d0",
+            trained=True,
+            summary="the default CPU network: lean-dw's encoder and lean-s1's stride-1 "
+            "keypoint branch (keypoints that follow a shift; distilled from fast)",
+        ),
+        ModelSpec(
             name="lean",
             network=LeanNet,
             defaults=DetectorConfig(),
             weights="lean_fundus.pt",
             sha256="890034c22cef682f95ea23b07f9ca972857194d6be085791d57d62ca01da967c",
             trained=True,
-            summary="the default CPU network (stride-2 work only; distilled from fast: "
-            "its accuracy, ~1.7x faster forward)",
+            summary="the default before lean-dw-s1 (stride-2 work only; distilled from "
+            "fast: its accuracy, ~1.7x faster forward)",
         ),
         ModelSpec(
             name="lean-s1",
@@ -107,16 +117,6 @@ MODELS: dict[str, ModelSpec] = {
             trained=True,
             summary="a lighter lean (depthwise-separable encoder, 8-channel keypoints; "
             "about 0.8x lean's detection time)",
-        ),
-        ModelSpec(
-            name="lean-dw-s1",
-            network=LeanNetDWS1,
-            defaults=DetectorConfig(),
-            weights="lean_dw_s1_fundus.pt",
-            sha256="1be28bedaa7249e9def2d7e3ea6d1f1a26e2b975644d6e4aa77b19dc659065d0",
-            trained=True,
-            summary="lean-dw's encoder and lean-s1's stride-1 keypoint branch (keypoints "
-            "that follow a shift; about lean-dw's speed)",
         ),
         ModelSpec(
             name="fast-v1",

@@ -1,7 +1,7 @@
 """DetectorConfig: the validated, immutable settings of the learned detector.
 
 Every default lives here once. The class defaults are the default model's settings
-(``"lean"``, the same as ``"lean-s1"``'s and ``"fast"``'s); a model whose inference
+(``"lean-dw-s1"``, the same as every lean model's and ``"fast"``'s); a model whose inference
 differs (the paper's ``"r2d2"``) states its own values in its registry entry
 (:mod:`fundusfeat.features.models`), and ``R2D2Fundus.create`` fills whatever the caller
 leaves unset from that entry.
