@@ -271,22 +271,31 @@ class _LeanEncoder(nn.Module):
     strided conv, 32 channels at 1/4, 64 at 1/8 and a 1x1 conv to ``dim``; the
     reliability is a two-class 1x1 head at 1/8 upsampled bilinearly to full size. The
     same stride-8 contract as :class:`FastNet`.
+
+    Args:
+        dim: descriptor size.
+        separable: the ``lean-dw`` encoder (:func:`_separable_encoder`: the 3x3 convs
+            that keep the resolution depthwise-separable) instead of dense 3x3 convs
+            (the parameter names are the same, some shapes differ).
     """
 
     descriptor_stride = 8
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, separable: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.stem = _conv_bn(3, 16, k=4, stride=2)  # 1/2
         self.blur4, self.blur8 = Blur(16, 3), Blur(32, 3)
-        self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _conv_bn(32, 32))  # 1/4
-        self.enc8 = nn.Sequential(
-            _conv_bn(32, 64, stride=2),
-            _conv_bn(64, 64),
-            _conv_bn(64, 64, dilation=2),
-            _conv_bn(64, dim, k=1, relu=False),
-        )  # 1/8
+        if separable:
+            self.enc4, self.enc8 = _separable_encoder(dim)
+        else:
+            self.enc4 = nn.Sequential(_conv_bn(16, 32, stride=2), _conv_bn(32, 32))  # 1/4
+            self.enc8 = nn.Sequential(
+                _conv_bn(32, 64, stride=2),
+                _conv_bn(64, 64),
+                _conv_bn(64, 64, dilation=2),
+                _conv_bn(64, dim, k=1, relu=False),
+            )  # 1/8
         self.clf = nn.Conv2d(dim, 2, 1)  # reliability, at 1/8
 
     def half(self, images: torch.Tensor) -> torch.Tensor:
@@ -324,10 +333,11 @@ class LeanNet(_LeanEncoder):
 
     name = "lean"
 
-    def __init__(self, dim: int = 128) -> None:
-        super().__init__(dim)
-        self.rep2 = nn.Sequential(_conv_bn(16, 16), _conv_bn(16, 16, dilation=2))
-        self.sal = nn.Conv2d(16, 8, 1)  # 2 classes x (2 x 2) pixels, pixel-shuffled
+    def __init__(self, dim: int = 128, rep_channels: int = 16, separable: bool = False) -> None:
+        super().__init__(dim, separable)
+        c = rep_channels
+        self.rep2 = nn.Sequential(_conv_bn(16, c), _conv_bn(c, c, dilation=2))  # 1/2
+        self.sal = nn.Conv2d(c, 8, 1)  # 2 classes x (2 x 2) pixels, pixel-shuffled
         _he_init(self)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -360,8 +370,8 @@ class LeanNetS1(_LeanEncoder):
 
     name = "lean-s1"
 
-    def __init__(self, dim: int = 128, key_channels: int = 4) -> None:
-        super().__init__(dim)
+    def __init__(self, dim: int = 128, key_channels: int = 4, separable: bool = False) -> None:
+        super().__init__(dim, separable)
         k = key_channels
         self.key = nn.Sequential(
             _conv_bn(3, k), _conv_bn(k, k, dilation=2), _conv_bn(k, k, dilation=4), _conv_bn(k, k)
@@ -422,11 +432,7 @@ class LeanNetDW(LeanNet):
     name = "lean-dw"
 
     def __init__(self, dim: int = 128) -> None:
-        super().__init__(dim)
-        self.enc4, self.enc8 = _separable_encoder(dim)
-        self.rep2 = nn.Sequential(_conv_bn(16, 8), _conv_bn(8, 8, dilation=2))  # 1/2
-        self.sal = nn.Conv2d(8, 8, 1)  # 2 classes x (2 x 2) pixels, pixel-shuffled
-        _he_init(self)
+        super().__init__(dim, rep_channels=8, separable=True)
 
 
 class LeanNetDWS1(LeanNetS1):
@@ -451,9 +457,7 @@ class LeanNetDWS1(LeanNetS1):
     name = "lean-dw-s1"
 
     def __init__(self, dim: int = 128, key_channels: int = 4) -> None:
-        super().__init__(dim, key_channels)
-        self.enc4, self.enc8 = _separable_encoder(dim)
-        _he_init(self)
+        super().__init__(dim, key_channels, separable=True)
 
 
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
