@@ -119,10 +119,9 @@ def guided_match(
     closer than ``max_distance``. The same is done the other way
     (``transform.inverse``) for the image-2 keypoints that are some image-1 keypoint's
     candidate (no other can be in a mutual pair); a pair is kept when each is the
-    other's candidate. (Without
-    a distance limit any transform would gather "matches" near its own predictions: the
-    limit, set from the descriptor distances of the unguided inliers, keeps only pairs
-    that look like true matches.)
+    other's candidate. (Without a distance limit any transform would gather "matches"
+    near its own predictions: the limit, set from the descriptor distances of the
+    unguided inliers, keeps only pairs that look like true matches.)
 
     Args:
         keypoints1, keypoints2: the two images' :class:`KeypointSet`.
