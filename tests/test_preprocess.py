@@ -111,6 +111,14 @@ class TestToTensor:
         b = to_tensor(np.repeat(gray[..., None], 3, 2).astype(np.float64) / 255.0)
         torch.testing.assert_close(a, b)
 
+    def test_one_pass_is_normalize_rgb_of_the_swapped_channels(self):
+        rng = np.random.default_rng(1)
+        for img in (rng.integers(0, 256, (33, 47, 3), dtype=np.uint8), rng.random((20, 19, 3))):
+            unit = img / 255.0 if img.dtype == np.uint8 else img
+            rgb = torch.from_numpy(unit[..., ::-1].astype(np.float32).copy()).permute(2, 0, 1)
+            want = normalize_rgb(rgb[None])
+            torch.testing.assert_close(to_tensor(img), want, rtol=0, atol=1e-6)
+
     def test_batch_and_normalize_rgb(self):
         imgs = [np.full((16, 16, 3), v, np.uint8) for v in (0, 128)]
         x = to_tensor(imgs)
