@@ -2,7 +2,7 @@
 as detection runs it (folded, channels-last input of a prepared image).
 
 Usage: ``python examples/network_speed.py [IMAGE] [--sides 1011,640] [--repeat 6]
-[--models fast,lean,lean-s1] [--threads 2]``. Without an image, the embedded demo photograph.
+[--models fast,lean,lean-s1,lean-dw,lean-dw-s1] [--threads 2]``. Without an image, the embedded demo photograph.
 Untrained networks are timed with their He initialisation (the time does not depend on
 the weights).
 """
@@ -23,7 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", nargs="?", help="a fundus photograph (default: the demo one)")
     parser.add_argument("--sides", default="1011,640", help="square input sides (px)")
-    parser.add_argument("--models", default="fast,lean,lean-s1")
+    parser.add_argument("--models", default="fast,lean,lean-s1,lean-dw,lean-dw-s1")
     parser.add_argument("--repeat", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
