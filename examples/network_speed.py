@@ -2,7 +2,8 @@
 as detection runs it (folded, channels-last input of a prepared image).
 
 Usage: ``python examples/network_speed.py [IMAGE] [--sides 1011,640] [--repeat 6]
-[--models fast,lean,lean-s1,lean-dw,lean-dw-s1] [--threads 2]``. Without an image, the embedded demo photograph.
+[--models fast,lean,lean-s1,lean-dw,lean-dw-s1] [--threads 2]``. Without an image, the
+embedded demo photograph.
 Untrained networks are timed with their He initialisation (the time does not depend on
 the weights).
 """
