@@ -81,6 +81,13 @@ def test_user_checkpoint(tmp_path, model, wrap):
     assert det.config == models.get(model).defaults
 
 
+def test_models_sharing_parameter_names_are_told_apart_by_shape():
+    """lean-dw-s1 and lean-dw-s1k2 have the same parameter names (2 against 4 channels
+    in the keypoint branch): a bare state dict is recognised by its shapes."""
+    for name in ("lean-dw-s1", "lean-dw-s1k2"):
+        assert infer_model(models.get(name).build().state_dict()) == name
+
+
 def test_model_weights_disagree(tmp_path):
     path, _ = _user_ckpt(tmp_path, "fast", False)
     with pytest.raises(ValueError, match="r2d2"):

@@ -51,24 +51,25 @@ def default_weights_path(model: str) -> Path:
 
 
 def infer_model(state_dict: Mapping[str, object]) -> str:
-    """The model whose state-dict keys are exactly those of ``state_dict``.
+    """The model whose state-dict keys and tensor shapes are exactly those of
+    ``state_dict`` (two models may share the names: ``lean-dw-s1`` and ``lean-dw-s1k2``).
 
     Raises:
-        ValueError: no model of the registry has these keys.
+        ValueError: no model of the registry has these keys and shapes.
     """
-    keys = frozenset(state_dict)
+    shapes = {k: tuple(getattr(v, "shape", ())) for k, v in state_dict.items()}
     for name in models.names():
-        if _state_keys(name) == keys:
+        if _state_shapes(name) == shapes:
             return name
     raise ValueError(
-        "weights: cannot infer the architecture: the parameter names match none of "
-        f"the models {models.names()}"
+        "weights: cannot infer the architecture: the parameter names and shapes match "
+        f"none of the models {models.names()}"
     )
 
 
 @functools.cache
-def _state_keys(model: str) -> frozenset[str]:
-    return frozenset(models.get(model).build().state_dict())
+def _state_shapes(model: str) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in models.get(model).build().state_dict().items()}
 
 
 def read_weights_file(path: str | Path) -> object:
