@@ -52,7 +52,8 @@ def default_weights_path(model: str) -> Path:
 
 def infer_model(state_dict: Mapping[str, object]) -> str:
     """The model whose state-dict keys and tensor shapes are exactly those of
-    ``state_dict`` (two models may share the names: ``lean-dw-s1`` and ``lean-dw-s1k2``).
+    ``state_dict`` (a network of another width, e.g. ``LeanNetDWS1(key_channels=2)``, has
+    the same names).
 
     Raises:
         ValueError: no model of the registry has these keys and shapes.

@@ -460,21 +460,6 @@ class LeanNetDWS1(LeanNetS1):
         super().__init__(dim, key_channels, separable=True)
 
 
-class LeanNetDWS1K2(LeanNetDWS1):
-    """:class:`LeanNetDWS1` with a 2-channel stride-1 keypoint branch (``"lean-dw-s1k2"``,
-    issue 31; in training). The 4-channel branch is about a third of ``lean-dw-s1``'s
-    forward on the CPU; with 2 channels the network takes about 0.73x its time at 833 x
-    997 px (2 threads, untrained networks). ``training/configs/lean_dw_s1k2.toml``:
-    ``lean-dw``'s encoder copied and frozen, the branch distilled from :class:`FastNet`'s
-    repeatability as ``lean-s1``'s was.
-    """
-
-    name = "lean-dw-s1k2"
-
-    def __init__(self, dim: int = 128) -> None:
-        super().__init__(dim, key_channels=2)
-
-
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
