@@ -55,38 +55,23 @@ class KeypointSet:
         sqnorm = None if binary else np.einsum("nd,nd->n", d, d)
         return cls(np.asarray(xy, np.float64).reshape(-1, 2), d, sqnorm)
 
+    def take(self, rows: np.ndarray) -> KeypointSet:
+        """The keypoints ``rows`` (indices into this set), in that order."""
+        sqnorm = None if self.sqnorm is None else self.sqnorm[rows]
+        return KeypointSet(self.xy[rows], self.desc[rows], sqnorm)
+
     def nearest_in_window(
-        self,
-        points: np.ndarray,
-        other: KeypointSet,
-        radius: float,
-        max_distance: float,
-        rows: np.ndarray | None = None,
+        self, points: np.ndarray, other: KeypointSet, radius: float, max_distance: float
     ) -> np.ndarray:
         """For each of ``other``'s keypoints, placed at ``points`` in this image, the index
         of this set's keypoint within ``radius`` px whose descriptor is nearest, if that
         descriptor distance is at most ``max_distance`` (-1 where there is none).
         Vectorised: one grid query (:func:`~fundusfeat.geometry.neighbours.nearest_within`)
-        and one batched dot product for all points.
-
-        Args:
-            points: ``(M, 2)`` positions in this image (non-finite rows get -1).
-            other: the keypoints placed at ``points``: all of them (``M = len(other)``),
-                or the ``rows`` of them.
-            radius: search radius in pixels.
-            max_distance: largest accepted descriptor distance.
-            rows: ``(M,)`` indices into ``other`` of the placed keypoints (None: all).
-        """
+        and one batched dot product for all points."""
         out = np.full(len(points), -1, dtype=np.int64)
         ok = np.isfinite(points).all(axis=1)
         if not ok.any() or len(self.xy) == 0:
             return out
-        if rows is not None:
-            other = KeypointSet(
-                other.xy[rows],
-                other.desc[rows],
-                None if other.sqnorm is None else other.sqnorm[rows],
-            )
         k = min(GUIDED_CANDIDATES, len(self.xy))
         _, idx = nearest_within(self.xy, points[ok], k, radius)
         present = idx < len(self.xy)
@@ -139,7 +124,7 @@ def guided_match(
     wanted = np.unique(to2[to2 >= 0])
     to1 = np.full(len(keypoints2.xy), -1, dtype=np.int64)
     to1[wanted] = keypoints1.nearest_in_window(
-        transform.inverse(keypoints2.xy[wanted]), keypoints2, radius, max_distance, wanted
+        transform.inverse(keypoints2.xy[wanted]), keypoints2.take(wanted), radius, max_distance
     )
     query = np.flatnonzero(to2 >= 0)
     query = query[to1[to2[query]] == query]
