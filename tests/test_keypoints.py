@@ -82,6 +82,16 @@ class TestSubpixel:
         out = subpixel_refine(rep, torch.tensor([[2, 2], [0, 0]]))
         assert (out - torch.tensor([[2.0, 2.0], [0.0, 0.0]])).abs().max() <= 0.5
 
+    def test_edges_as_if_replicated(self):
+        # peaks on the image's edge see their edge pixels repeated beyond it
+        gen = torch.Generator().manual_seed(3)
+        rep = torch.rand(2, 1, 6, 7, generator=gen)
+        xy = torch.tensor([[0, 0], [6, 5], [3, 0], [0, 2], [6, 3], [2, 5], [3, 2]])
+        batch = torch.tensor([0, 1, 0, 1, 0, 1, 1])
+        padded = F.pad(rep, (1, 1, 1, 1), mode="replicate")
+        inner = subpixel_refine(padded, xy + 1, batch) - 1  # no point on padded's edge
+        torch.testing.assert_close(subpixel_refine(rep, xy, batch), inner, atol=1e-6, rtol=0)
+
 
 class TestSampleDescriptors:
     @pytest.mark.parametrize("stride", [1, 8])
@@ -173,8 +183,9 @@ def test_max_filter_equals_max_pool(k: int) -> None:
     from fundusfeat.features.keypoints import _rank_filter
 
     x = torch.rand(2, 1, 37, 41, generator=torch.Generator().manual_seed(k))
-    ref = F.max_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1)
-    assert torch.equal(_rank_filter(x, k, torch.maximum), ref)
+    padded = F.pad(x, (k // 2,) * 4, mode="replicate")
+    ref = F.max_pool2d(padded, k, stride=1)
+    assert torch.equal(_rank_filter(padded, k, torch.maximum), ref)
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
@@ -183,7 +194,8 @@ def test_min_filter_equals_negated_max_pool(k: int) -> None:
 
     x = torch.rand(2, 1, 37, 41, generator=torch.Generator().manual_seed(k))
     ref = -F.max_pool2d(F.pad(-x, (k // 2,) * 4, mode="replicate"), k, stride=1)
-    assert torch.equal(_rank_filter(x, k, torch.minimum), ref)
+    padded = F.pad(x, (k // 2,) * 4, mode="replicate")
+    assert torch.equal(_rank_filter(padded, k, torch.minimum), ref)
 
 
 @pytest.mark.parametrize("border", [1, 4, 7])

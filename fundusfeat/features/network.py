@@ -302,7 +302,9 @@ class _LeanEncoder(nn.Module):
         """The stem's ``(B, 16, ceil(H / 2), ceil(W / 2))`` features."""
         _check_images(images)
         h, w = images.shape[-2:]
-        return self.stem(F.pad(images, (0, w % 2, 0, h % 2), mode="replicate"))
+        if h % 2 or w % 2:  # F.pad copies the image even when it adds nothing
+            images = F.pad(images, (0, w % 2, 0, h % 2), mode="replicate")
+        return self.stem(images)
 
     def encode(self, f2: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(descriptors, reliability)``: unit ``(B, dim, H/8, W/8)`` and ``(B, 1, H, W)``
