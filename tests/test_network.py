@@ -7,7 +7,12 @@ import torch
 from torch import nn
 
 from fundusfeat.features import models
-from fundusfeat.features.network import StablePointwise, fold_for_inference
+from fundusfeat.features.network import (
+    StablePointwise,
+    class_difference,
+    fold_for_inference,
+    stable_sigmoid,
+)
 
 
 def _reference(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -99,3 +104,35 @@ def test_softmax_before_the_pixel_shuffle_is_the_same_map(h, w):
     for x in (logits, logits.contiguous(memory_format=torch.channels_last)):
         want = F.softmax(F.pixel_shuffle(x, 2)[:, :, :h, :w], dim=1)[:, 1:2]
         torch.testing.assert_close(_shuffled_two_class(x, h, w), want, rtol=0, atol=1e-7)
+
+
+def test_stable_sigmoid_is_bitwise_the_same_at_any_thread_count():
+    # torch.sigmoid itself differs in the last bit at some thread counts (the scalar
+    # tail of each thread's share)
+    x = torch.randn(1, 1, 834, 998, generator=torch.Generator().manual_seed(5)) * 8
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3, 4):
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                outs.append(stable_sigmoid(x))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    torch.testing.assert_close(outs[0], torch.sigmoid(x), rtol=0, atol=1e-7)
+    assert outs[0].shape == x.shape
+
+
+@pytest.mark.parametrize("out_channels", [2, 8])
+def test_class_difference_gives_the_softmax_class_one_probability(out_channels):
+    torch.manual_seed(3)
+    conv = nn.Conv2d(5, out_channels, 1)
+    x = torch.randn(2, 5, 9, 11)
+    k = out_channels // 2
+    with torch.no_grad():
+        logits = conv(x)
+        prob = torch.softmax(logits.reshape(2, 2, k, 9, 11), dim=1)[:, 1]
+        torch.testing.assert_close(torch.sigmoid(class_difference(conv)(x)), prob)
+    with pytest.raises(ValueError, match="even"):
+        class_difference(nn.Conv2d(5, 3, 1))

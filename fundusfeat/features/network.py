@@ -59,22 +59,62 @@ def _conv_bn(
     return nn.Sequential(*layers)
 
 
-def _two_class_head(x2: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """Softmax over a 2-channel 1x1 conv of ``x2``; returns channel 1, shape (B, 1, H, W)."""
-    return F.softmax(conv(x2), dim=1)[:, 1:2]
+INFERENCE_GRAPH = 2
+"""Version of the graph :func:`fold_for_inference` builds (2: the two-class heads as a
+logit difference and a sigmoid); converted networks cached on disk are keyed by it."""
+
+SIGMOID_CHUNK = 32768
+"""Elements per ``torch.sigmoid`` call in :func:`stable_sigmoid`: ATen's grain size, so
+each call runs on one thread."""
+
+
+def stable_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``torch.sigmoid(x)``, bitwise the same at any torch thread count.
+
+    ATen splits an elementwise op between threads at element counts that depend on the
+    thread count, and each thread's last few elements take the scalar path, whose
+    ``exp`` can differ from the vector path's in the last bit. Here a large ``x`` is
+    done in fixed chunks of :data:`SIGMOID_CHUNK` elements, each below ATen's grain
+    size and so on one thread, the same at any thread count. Under autograd or tracing
+    (training, export) it is ``torch.sigmoid``.
+    """
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or x.numel() <= SIGMOID_CHUNK:
+        return torch.sigmoid(x)
+    flat = x.contiguous().view(-1)
+    out = torch.empty_like(flat)
+    for start in range(0, flat.numel(), SIGMOID_CHUNK):
+        torch.sigmoid(flat[start : start + SIGMOID_CHUNK], out=out[start : start + SIGMOID_CHUNK])
+    return out.view(x.shape)
+
+
+def _two_class_head(x2: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """Class 1's probability of a two-class 1x1 head on ``x2``, shape (B, 1, H, W).
+
+    ``conv`` gives the two classes' logits (softmax over them) or, folded
+    (:func:`fold_for_inference`), their difference ``l1 - l0`` alone: the same
+    probability as ``sigmoid(l1 - l0)``, a tenth of the softmax's time at full
+    resolution on the CPU.
+    """
+    logits = conv(x2)
+    if logits.shape[1] == 1:
+        return stable_sigmoid(logits)
+    return F.softmax(logits, dim=1)[:, 1:2]
 
 
 def _shuffled_two_class(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Class 1's softmax probability of half-resolution logits ``(B, 8, h2, w2)`` (2
-    classes x (2 x 2) pixels, pixel-shuffle order), at full resolution ``(B, 1, h, w)``.
+    """Class 1's probability from half-resolution logits ``(B, 8, h2, w2)`` (2 classes x
+    (2 x 2) pixels, pixel-shuffle order), or from their differences ``(B, 4, h2, w2)``
+    (class 1 - class 0 per pixel, a folded head: :func:`fold_for_inference`), at full
+    resolution ``(B, 1, h, w)``.
 
-    The softmax over the two classes is taken before the pixel shuffle, on half as much
-    data: the same values as shuffling first (the shuffle only moves elements; torch's
-    softmax may round the last bit of a few elements differently, as its vector and
-    scalar paths do).
+    The probability is taken before the pixel shuffle, on less data: the same values as
+    shuffling first (the shuffle only moves elements).
     """
-    b, _, h2, w2 = logits.shape
-    prob = F.softmax(logits.reshape(b, 2, 4, h2, w2), dim=1)[:, 1]  # (B, 4, h2, w2)
+    b, c, h2, w2 = logits.shape
+    if c == 4:
+        prob = stable_sigmoid(logits)
+    else:
+        prob = F.softmax(logits.reshape(b, 2, 4, h2, w2), dim=1)[:, 1]  # (B, 4, h2, w2)
     return F.pixel_shuffle(prob, 2)[:, :, :h, :w]
 
 
@@ -462,6 +502,23 @@ class LeanNetDWS1(LeanNetS1):
         super().__init__(dim, key_channels, separable=True)
 
 
+class LeanNetDWS1K3(LeanNetDWS1):
+    """:class:`LeanNetDWS1` with a 3-channel stride-1 keypoint branch (``"lean-dw-s1k3"``,
+    issue 31; in training, not shipped). oneDNN's full-resolution 3x3 convolutions are
+    slow with 4 channels: the untrained network's forward takes 0.72-0.98x
+    ``lean-dw-s1``'s at 834 x 998 px (2 threads of an AMD EPYC, four interleaved runs of
+    ``LeanNetDWS1(key_channels=k)``; a 2-channel branch did not learn, see
+    docs/benchmarks.md). ``training/configs/lean_dw_s1k3.toml``: ``lean-dw``'s encoder
+    copied and frozen, the branch distilled from :class:`FastNet`'s repeatability as
+    ``lean-s1``'s was.
+    """
+
+    name = "lean-dw-s1k3"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__(dim, key_channels=3)
+
+
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -505,22 +562,43 @@ class StablePointwise(nn.Module):
         return torch.addmm(b, rows, w).view(n, h, wd, -1).permute(0, 3, 1, 2)
 
 
+def class_difference(conv: nn.Conv2d) -> nn.Conv2d:
+    """The 1x1 conv giving ``l1 - l0`` of a two-class head whose output channels are
+    class 0's then class 1's (``2 k`` channels -> ``k``): weights and bias subtracted,
+    so ``sigmoid`` of its output is the softmax's class-1 probability."""
+    k = conv.out_channels // 2
+    if conv.out_channels != 2 * k or conv.kernel_size != (1, 1) or conv.groups != 1:
+        raise ValueError("conv must be a 1x1, groups=1 Conv2d with an even channel count")
+    w = conv.weight.detach()
+    b = conv.bias.detach() if conv.bias is not None else w.new_zeros(2 * k)
+    out = nn.Conv2d(conv.in_channels, k, 1).to(w.device, w.dtype)
+    with torch.no_grad():
+        out.weight.copy_(w[k:] - w[:k])
+        out.bias.copy_(b[k:] - b[:k])
+    return out
+
+
 def fold_for_inference(net: nn.Module) -> nn.Module:
     """An inference copy of ``net`` with every BatchNorm folded into the conv before it
-    and the two-class heads (``clf``, ``sal``) as :class:`StablePointwise`.
+    and the two-class heads (``clf``, ``sal``) as :class:`StablePointwise` of their
+    logit difference (:func:`class_difference`).
 
     In eval mode ``BN(conv(x)) = conv'(x)`` with ``w' = w / sqrt(var + eps)`` and
     ``b' = (b - mean) / sqrt(var + eps)`` (``torch.nn.utils.fusion``), so the forward
     is the same function (up to float rounding) with one pass over each feature map
-    fewer: about 30 % faster on the CPU. The heads' :class:`StablePointwise` makes the
-    outputs independent of torch's thread count (the other convolutions already are,
-    measured with oneDNN). The copy is in eval mode; ``net`` is untouched.
+    fewer: about 30 % faster on the CPU. A two-class softmax is the sigmoid of the
+    logit difference, so each head computes that one map (:func:`stable_sigmoid`) in
+    place of two logits and a softmax: the full-resolution repeatability head of the
+    lean networks 14-18 -> 1.8 ms at 834 x 998 px (2 threads of an AMD EPYC). The
+    heads' :class:`StablePointwise` and :func:`stable_sigmoid` make the outputs
+    independent of torch's thread count (the other convolutions already are, measured
+    with oneDNN). The copy is in eval mode; ``net`` is untouched.
     """
     folded = copy.deepcopy(net).eval()
     for head in ("clf", "sal"):
         conv = getattr(folded, head, None)
         if isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1:
-            setattr(folded, head, StablePointwise(conv))
+            setattr(folded, head, StablePointwise(class_difference(conv)))
     for module in folded.modules():
         if not isinstance(module, nn.Sequential):
             continue

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fundusfeat.features.network import INFERENCE_GRAPH
 from fundusfeat.io.user_cache import user_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -110,11 +111,13 @@ def _convert(net: nn.Module) -> Any:
 
 
 def cache_folder(model: str, digest: str) -> Path:
-    """Where the converted network of ``model`` with weights ``digest`` is kept."""
+    """Where the converted network of ``model`` with weights ``digest`` is kept (also
+    keyed by OpenVINO's version and :data:`~fundusfeat.features.network.INFERENCE_GRAPH`,
+    so a network converted by another release is not reused)."""
     import openvino as ov
 
     version = ov.__version__.split("-")[0]
-    return user_cache_dir("openvino", f"{model}-{digest[:24]}-ov{version}")
+    return user_cache_dir("openvino", f"{model}-{digest[:24]}-g{INFERENCE_GRAPH}-ov{version}")
 
 
 def _saved(net: nn.Module, folder: Path) -> Path | None:
