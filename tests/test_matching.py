@@ -59,6 +59,14 @@ class TestMatch:
         ref = cv2.BFMatcher(cv2.NORM_L2).match(d1, d2)
         assert _as_tuples(ours) == _as_tuples(ref) == [(0, 0), (1, 2)]
 
+    def test_exact_ties_in_mutual_matching_pick_lowest_index(self):
+        e = np.eye(4, dtype=np.float32)
+        d1 = np.stack([e[1], e[0], e[0]])
+        d2 = np.stack([e[0], e[0], e[2], e[1]])
+        ours = FundusMatcher.create(device="cpu").match(d1, d2)
+        ref = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(d1, d2)
+        assert _as_tuples(ours) == _as_tuples(ref) == [(0, 3), (1, 0)]
+
     def test_without_crosscheck_equals_bfmatcher(self):
         rng = np.random.default_rng(3)
         d1, d2 = _unit(rng, 100), _unit(rng, 70)
