@@ -21,7 +21,6 @@ from fundusfeat.features.network import (
     LeanNet,
     LeanNetDW,
     LeanNetDWS1,
-    LeanNetDWS1K3,
     LeanNetS1,
     R2D2Net,
 )
@@ -118,16 +117,6 @@ MODELS: dict[str, ModelSpec] = {
             trained=True,
             summary="a lighter lean (depthwise-separable encoder, 8-channel keypoints; "
             "about 0.8x lean's detection time)",
-        ),
-        ModelSpec(
-            name="lean-dw-s1k3",
-            network=LeanNetDWS1K3,
-            defaults=DetectorConfig(),
-            weights=None,  # in training: training/checkpoints/lean_dw_s1k3_last.pt
-            sha256=None,
-            trained=False,
-            summary="lean-dw-s1 with a 3-channel keypoint branch (in training; "
-            "weights in training/checkpoints, not shipped)",
         ),
         ModelSpec(
             name="fast-v1",

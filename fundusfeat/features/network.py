@@ -502,23 +502,6 @@ class LeanNetDWS1(LeanNetS1):
         super().__init__(dim, key_channels, separable=True)
 
 
-class LeanNetDWS1K3(LeanNetDWS1):
-    """:class:`LeanNetDWS1` with a 3-channel stride-1 keypoint branch (``"lean-dw-s1k3"``,
-    issue 31; in training, not shipped). oneDNN's full-resolution 3x3 convolutions are
-    slow with 4 channels: the untrained network's forward takes 0.72-0.98x
-    ``lean-dw-s1``'s at 834 x 998 px (2 threads of an AMD EPYC, four interleaved runs of
-    ``LeanNetDWS1(key_channels=k)``; a 2-channel branch did not learn, see
-    docs/benchmarks.md). ``training/configs/lean_dw_s1k3.toml``: ``lean-dw``'s encoder
-    copied and frozen, the branch distilled from :class:`FastNet`'s repeatability as
-    ``lean-s1``'s was.
-    """
-
-    name = "lean-dw-s1k3"
-
-    def __init__(self, dim: int = 128) -> None:
-        super().__init__(dim, key_channels=3)
-
-
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
