@@ -54,11 +54,15 @@ def test_threads_from_environment(monkeypatch) -> None:
     assert openvino_net.inference_threads() == torch.get_num_threads()
 
 
-def test_outputs_match_torch(detectors) -> None:
+@pytest.mark.parametrize(
+    "size",
+    [(300, 260), (301, 259)],  # not multiples of the stride; odd sides (the stem pads them)
+)
+def test_outputs_match_torch(detectors, size) -> None:
     auto, torch_det = detectors
     img, _, _ = load_demo_pair()
     prep = torch_det._core.prepare(img, None)
-    x = prep.tensor[:, :, :300, :260]  # odd size: not a multiple of the stride
+    x = prep.tensor[:, :, : size[0], : size[1]]
     with torch.inference_mode():
         ref = torch_det._core.network(x)
         out = auto._core.network(x)

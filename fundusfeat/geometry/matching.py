@@ -25,7 +25,7 @@ _CPU_CHUNK = 256
 """Query rows per distance block on the CPU: a block of 256 x 3 000 distances (3 MB) stays
 in cache and its buffer is reused, where a 36 MB block was freshly allocated (page
 faults) and read three times from memory: mutual matching of 3 000 x 3 000 descriptors
-57 -> 31 ms at 1 thread of an AMD EPYC, the same matches."""
+57-59 -> 31-34 ms at 1 thread of an AMD EPYC (31-34 -> 15-18 ms at 2), the same matches."""
 
 
 def validate_descriptors(desc: Any, name: str) -> np.ndarray:
@@ -206,8 +206,8 @@ class FundusMatcher:
 def _row_argmin(sq: torch.Tensor) -> torch.Tensor:
     """Index of each row's minimum, the first on ties (``(N, M)`` -> ``(N,)`` int64).
 
-    On the CPU by numpy (``torch.min(dim=1)`` with indices is ~5x slower there: 7 against
-    1.7 ms for 3 000 x 3 000, 2 threads of an AMD EPYC); elsewhere ``torch.argmin``.
+    On the CPU by numpy (``torch.min(dim=1)`` with indices is ~9x slower there: 15.6 against
+    1.7 ms for 3 000 x 3 000, 2 threads of an AMD EPYC, one run); elsewhere ``torch.argmin``.
     """
     if sq.device.type == "cpu":
         return torch.from_numpy(sq.numpy().argmin(axis=1))
