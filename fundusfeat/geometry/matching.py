@@ -217,7 +217,7 @@ def _row_argmin(sq: torch.Tensor) -> torch.Tensor:
 def _stable_topk(sq: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest ``k`` per row; exact ties go to the lower index (like cv2.BFMatcher)."""
     if k == 1:
-        ind = sq.argmin(dim=1, keepdim=True)  # first occurrence on ties
+        ind = _row_argmin(sq)[:, None]  # first occurrence on ties
         return sq.gather(1, ind), ind
     val, ind = torch.sort(sq, dim=1, stable=True)
     return val[:, :k], ind[:, :k]
