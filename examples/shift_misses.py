@@ -7,8 +7,10 @@ does), detected, shifted by each of ``--shifts`` and detected again. Run from th
 repository root::
 
     python examples/shift_misses.py ../shared/data/retina.jpg --models lean,lean-s1
+    python examples/shift_misses.py IMAGE --models lean-dw-s1 --rep-blur 0 --rel-thr 0.5
 
-Without an image, the embedded demo photograph.
+Without an image, the embedded demo photograph. ``--rep-blur`` and ``--rel-thr`` override
+every model's own setting (``R2D2Fundus.create``'s arguments of those names).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="lean,lean-s1", help="comma-separated models")
     parser.add_argument("--fov", type=float, default=768.0, help="FOV diameter (px)")
     parser.add_argument("--shifts", default="1,0;3,1;5,0", help="dx,dy;dx,dy;...")
+    parser.add_argument("--rep-blur", type=float, help="repeatability smoothing (sigma, px)")
+    parser.add_argument("--rel-thr", type=float, help="reliability threshold")
     args = parser.parse_args(argv)
     img = cv2.imread(args.image) if args.image else None
     if img is None:
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | shift | found again | drifted 1-3 px | lost |")
     print("|---|---|---|---|---|")
     for model in args.models.split(","):
-        det = R2D2Fundus.create(model=model)
+        det = R2D2Fundus.create(model=model, rep_blur=args.rep_blur, rel_thr=args.rel_thr)
         scale = args.fov / det.core.prepare(img, None).fov.diameter
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         image = cv2.resize(img, None, fx=scale, fy=scale, interpolation=interp)

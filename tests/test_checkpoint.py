@@ -53,8 +53,9 @@ def test_default_model_never_untrained(monkeypatch):
 
 
 def test_detector_config_defaults_are_the_default_models():
+    assert DetectorConfig() == models.get(models.default_model("cpu")).defaults
     fast = models.get("fast").defaults
-    assert DetectorConfig() == fast
+    assert fast == DetectorConfig(rel_thr=0.5, rep_blur=0.0)
     assert models.get("r2d2").defaults.target_diameter == 750.0
 
 

@@ -160,3 +160,7 @@ def test_shift_misses_example(monkeypatch, capsys):
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {DEFAULT_MODEL} |")]
     found, drifted, lost = (float(v) for v in rows[0].split("|")[3:6])
     assert len(rows) == 2 and found > 0.5 and abs(found + drifted + lost - 1.0) < 2e-3
+    raw = ("--rep-blur", "0", "--rel-thr", "0.5")
+    assert _run(monkeypatch, "shift_misses.py", *args, *raw) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {DEFAULT_MODEL} |")]
+    assert len(rows) == 2 and float(rows[0].split("|")[3]) > 0.5

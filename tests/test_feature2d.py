@@ -143,6 +143,8 @@ class TestBadInputs:
             ({"model": "vgg"}, ValueError, "model"),
             ({"weights": 7}, TypeError, "weights"),
             ({"nms_size": 4}, ValueError, "nms_size"),
+            ({"rep_blur": -1.0}, ValueError, "rep_blur"),
+            ({"rep_blur": float("nan")}, ValueError, "rep_blur"),
             ({"fov": "yes"}, TypeError, "fov"),
             ({"backend": "tensorrt"}, ValueError, "backend"),
         ],

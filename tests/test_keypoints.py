@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,6 +20,7 @@ from fundusfeat.features.keypoints import (
     pyramid_scales,
     sample_descriptors,
     select_keypoints,
+    smooth_map,
     subpixel_refine,
 )
 from fundusfeat.features.tensors import to_tensor
@@ -216,3 +218,48 @@ def test_pixel_to_grid_maps_cell_centres() -> None:
     grid = pixel_to_grid(xy, 8, (4, 5))
     expected = torch.tensor([[1 / 5 - 1, 1 / 4 - 1], [9 / 5 - 1, 7 / 4 - 1]])
     torch.testing.assert_close(grid, expected)
+
+
+class TestSmoothMap:
+    def test_matches_kornia_and_keeps_constants(self):
+        import kornia
+
+        maps = torch.rand(2, 1, 37, 41, generator=torch.Generator().manual_seed(0))
+        for sigma in (0.7, 1.0, 1.5):
+            k = 2 * int(np.ceil(3 * sigma)) + 1
+            want = kornia.filters.gaussian_blur2d(maps, (k, k), (sigma, sigma), "replicate")
+            got = smooth_map(maps, sigma)
+            assert got.shape == maps.shape and got.dtype == torch.float32
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        flat = torch.full((1, 1, 9, 12), 0.25)
+        torch.testing.assert_close(smooth_map(flat, 1.0), flat, atol=1e-7, rtol=0)
+        assert smooth_map(maps, 0.0) is maps
+
+    def test_peak_stays_and_spreads(self):
+        rep = torch.zeros(1, 1, 21, 21)
+        rep[0, 0, 10, 7] = 1.0
+        out = smooth_map(rep, 1.0)[0, 0]
+        assert out.argmax().item() == 10 * 21 + 7
+        assert abs(out.sum().item() - 1.0) < 1e-5 and out[10, 8] > 0.5 * out[10, 7]
+
+    @pytest.mark.parametrize("sigma", [-0.5, float("nan"), float("inf")])
+    def test_rejects_bad_sigma(self, sigma):
+        with pytest.raises(ValueError, match="sigma"):
+            smooth_map(torch.zeros(1, 1, 4, 4), sigma)
+
+
+def test_smoothing_makes_keypoints_follow_a_resampled_shift(demo_pair):
+    """The demo photograph at a 700-px FOV is enlarged to the working scale, so a
+    whole-pixel shift of the input is a sub-pixel one for the network: the default
+    smoothing finds more keypoints again than the raw repeatability."""
+    from fundusfeat import R2D2Fundus
+    from fundusfeat.evaluation.shift import shift_repeatability
+
+    img = cv2.resize(demo_pair[0], (700, 700), interpolation=cv2.INTER_AREA)
+    shifts = [(1, 0), (3, 1), (2, 3)]
+    smooth = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu")
+    raw = R2D2Fundus.create(model=DEFAULT_MODEL, device="cpu", rep_blur=0.0, rel_thr=0.5)
+    with_blur = shift_repeatability(smooth, img, shifts)
+    without = shift_repeatability(raw, img, shifts)
+    assert with_blur.min() >= 0.93, with_blur
+    assert with_blur.mean() > without.mean() + 0.02, (with_blur, without)

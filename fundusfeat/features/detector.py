@@ -178,6 +178,7 @@ class Detector:
             "max_keypoints": cfg.max_keypoints,
             "border": cfg.border,
             "nms_size": cfg.nms_size,
+            "rep_blur": cfg.rep_blur,
         }
 
     def _to_input(self, feats: kp.MultiScaleFeatures, prep: Prepared) -> Features:

@@ -105,6 +105,7 @@ class R2D2Fundus:
         nms_size: int | None = None,
         scale_tolerance: float | None = None,
         max_upscale: float | None = None,
+        rep_blur: float | None = None,
         allow_untrained: bool = False,
     ) -> R2D2Fundus:
         """Create a detector; every setting left as None is the model's default.
@@ -135,6 +136,8 @@ class R2D2Fundus:
             nms_size: side of the non-maximum suppression window in level pixels (odd).
             scale_tolerance: working scales within this fraction of 1 are taken as 1.
             max_upscale: the largest enlargement to the working scale (>= 1).
+            rep_blur: Gaussian sigma (level pixels) of the repeatability's smoothing
+                before its maxima are taken (0 = none).
             allow_untrained: run a model whose shipped weights are untrained (its seeded
                 placeholder; for training and tests). Without it such a model is
                 refused with a ValueError that says so.
@@ -155,6 +158,7 @@ class R2D2Fundus:
             "nms_size": nms_size,
             "scale_tolerance": scale_tolerance,
             "max_upscale": max_upscale,
+            "rep_blur": rep_blur,
         }
         settings = {k: v for k, v in given.items() if v is not None}
         if isinstance(target_diameter, str):

@@ -8,7 +8,9 @@ Keypoints are the strict local maxima of the repeatability (NMS window ``nms_siz
 3 x 3 by default) with ``repeatability >= rep_thr`` and ``reliability >= rel_thr``, as in
 R2D2; they are ranked by ``score = repeatability * reliability`` and refined to sub-pixel
 positions on the repeatability. Where a keypoint lies is thus decided by the
-full-resolution repeatability alone; the reliability, which the fast networks predict at
+full-resolution repeatability alone (smoothed first by ``rep_blur``, :func:`smooth_map`:
+a network's map changes with the sub-pixel phase of a resampled image, and a smoothed
+map's maxima move less); the reliability, which the fast networks predict at
 1/8 resolution and upsample, only selects and ranks (its maxima would sit on its grid).
 
 Descriptor sampling (shared with the trainer, keep it identical): descriptors at stride
@@ -115,6 +117,38 @@ def _rank_filter(
     for i in range(1, k):
         out = pick(out, rows[..., i : i + h, :])
     return out
+
+
+def smooth_map(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of ``(B, C, H, W)`` float maps, edges replicated.
+
+    The kernel is ``2 * ceil(3 sigma) + 1`` pixels wide. On the CPU each map goes
+    through ``cv2.GaussianBlur`` (a single-channel ``conv2d`` is ~50x slower there);
+    elsewhere through ``kornia.filters.gaussian_blur2d`` with the same kernel (the two
+    agree to float32 rounding).
+
+    Args:
+        maps: ``(B, C, H, W)`` float32 tensor.
+        sigma: standard deviation in pixels; 0 returns ``maps`` itself.
+
+    Returns:
+        ``(B, C, H, W)`` float32, on ``maps``' device.
+    """
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    if sigma == 0:
+        return maps
+    k = 2 * math.ceil(3 * sigma) + 1
+    if maps.device.type != "cpu":
+        import kornia
+
+        return kornia.filters.gaussian_blur2d(maps, (k, k), (sigma, sigma), "replicate")
+    b, c, h, w = maps.shape
+    src = maps.detach().float().reshape(b * c, h, w).contiguous().numpy()
+    out = np.empty_like(src)
+    for i in range(b * c):
+        cv2.GaussianBlur(src[i], (k, k), sigma, out[i], sigma, cv2.BORDER_REPLICATE)
+    return torch.from_numpy(out).view(b, c, h, w)
 
 
 def erode_mask(valid: torch.Tensor, border: int) -> torch.Tensor:
@@ -336,14 +370,16 @@ def extract_multiscale(
     border: int = _D.border,
     levels: list[float] | None = None,
     nms_size: int = 3,
+    rep_blur: float = _D.rep_blur,
 ) -> list[MultiScaleFeatures]:
     """Multi-scale keypoints and descriptors of a batch of images.
 
     For each pyramid scale (see :func:`pyramid_scales`), the images are resized with
     bilinear antialiased ``F.interpolate`` to ``round(H s) x round(W s)``; keypoints are
-    selected with :func:`select_keypoints` inside the resized ``valid`` mask eroded by
+    selected with :func:`select_keypoints` on the repeatability smoothed by
+    ``rep_blur`` (:func:`smooth_map`) inside the resized ``valid`` mask eroded by
     ``border`` level pixels (which also drops the image border), refined with
-    :func:`subpixel_refine` on the repeatability, described from that level's descriptor
+    :func:`subpixel_refine` on that smoothed repeatability, described from that level's descriptor
     map, and mapped back with ``x = (x_s + 0.5) / s_x - 0.5`` (exact per-axis factors).
     The top ``max_keypoints`` by score over all levels are kept.
 
@@ -361,6 +397,7 @@ def extract_multiscale(
         border: erosion of ``valid`` in level pixels.
         levels: explicit list of scales overriding the pyramid parameters.
         nms_size: non-maximum suppression window (level pixels, odd).
+        rep_blur: Gaussian sigma (level pixels) of the repeatability's smoothing; 0 = none.
 
     Returns:
         One :class:`MultiScaleFeatures` per image, sorted by descending score.
@@ -375,7 +412,9 @@ def extract_multiscale(
     if levels is None:
         levels = pyramid_scales(h, w, scale_f, min_scale, max_scale, min_size)
     per_level = [
-        _extract_level(net, image, valid, s, rep_thr, rel_thr, max_keypoints, border, nms_size)
+        _extract_level(
+            net, image, valid, s, rep_thr, rel_thr, max_keypoints, border, nms_size, rep_blur
+        )
         for s in levels
     ]
     return [_merge_levels([lvl[b] for lvl in per_level], max_keypoints) for b in range(bsz)]
@@ -408,10 +447,12 @@ def _extract_level(
     max_keypoints: int,
     border: int,
     nms_size: int,
+    rep_blur: float,
 ) -> list[MultiScaleFeatures]:
     """Keypoints of one pyramid level, in input-tensor coordinates, per image."""
     h, w = image.shape[-2:]
     size, desc, rel, rep = _run_level(net, image, scale)
+    rep = smooth_map(rep, rep_blur)
     valid_s = valid  # bilinear to the same size is the identity
     if tuple(size) != tuple(valid.shape[-2:]):
         valid_s = F.interpolate(valid.float(), size=size, mode="bilinear") > 0.5

@@ -66,6 +66,9 @@ class ModelSpec:
         return self.network(dim)
 
 
+_UNSMOOTHED = DetectorConfig(rel_thr=0.5, rep_blur=0.0)
+"""The settings every model but lean-dw-s1 was measured with (no smoothing, rel_thr 0.5)."""
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -82,7 +85,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="lean",
             network=LeanNet,
-            defaults=DetectorConfig(),
+            defaults=_UNSMOOTHED,
             weights="lean_fundus.pt",
             sha256="890034c22cef682f95ea23b07f9ca972857194d6be085791d57d62ca01da967c",
             trained=True,
@@ -92,7 +95,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="lean-s1",
             network=LeanNetS1,
-            defaults=DetectorConfig(),
+            defaults=_UNSMOOTHED,
             weights="lean_s1_fundus.pt",
             sha256="96100c9d66c83307a42fc6b2ed4e6ebe568670914dcc81f1031044d483100728",
             trained=True,
@@ -102,7 +105,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="fast",
             network=FastNet,
-            defaults=DetectorConfig(),
+            defaults=_UNSMOOTHED,
             weights="fast_fundus.pt",
             sha256="f67b86f17a5169c1cae7df5314b7e22806e13a4e2b50f441c9eccb04ea4b3f80",
             trained=True,
@@ -111,7 +114,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="lean-dw",
             network=LeanNetDW,
-            defaults=DetectorConfig(),
+            defaults=_UNSMOOTHED,
             weights="lean_dw_fundus.pt",
             sha256="7e9abe5cc96eb44d9849439d1d2d12549734cf27c9a30499732ffbb13e7cc5ea",
             trained=True,
@@ -121,7 +124,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="fast-v1",
             network=FastNetV1,
-            defaults=DetectorConfig(target_diameter=880.0, max_upscale=2.0, scale_tolerance=0.0),
+            defaults=_UNSMOOTHED.replace(
+                target_diameter=880.0, max_upscale=2.0, scale_tolerance=0.0
+            ),
             weights=None,  # training/checkpoints/fast_v1_27500.pt: the fast model's start
             sha256=None,
             trained=False,
@@ -139,6 +144,7 @@ MODELS: dict[str, ModelSpec] = {
                 rep_thr=0.7,
                 rel_thr=0.7,
                 min_scale=1.0 / 3.0,
+                rep_blur=0.0,
             ),
             weights="r2d2_fundus.pt",
             sha256="a26cbd4cd9924561f699dfd450ec48f5a0130bf2f7c8b06bead5fa371d5ac5ba",

@@ -1,8 +1,9 @@
 """DetectorConfig: the validated, immutable settings of the learned detector.
 
 Every default lives here once. The class defaults are the default model's settings
-(``"lean-dw-s1"``, the same as every lean model's and ``"fast"``'s); a model whose inference
-differs (the paper's ``"r2d2"``) states its own values in its registry entry
+(``"lean-dw-s1"``); a model whose inference differs (the other lean models and ``"fast"``
+keep the unsmoothed repeatability and ``rel_thr`` 0.5 they were measured with, the
+paper's ``"r2d2"`` its own thresholds and scales) states its own values in its registry entry
 (:mod:`fundusfeat.features.models`), and ``R2D2Fundus.create`` fills whatever the caller
 leaves unset from that entry.
 """
@@ -41,11 +42,15 @@ class DetectorConfig:
             image border are dropped.
         keypoint_size: ``KeyPoint.size`` in working-scale pixels at pyramid scale 1.
         nms_size: side of the non-maximum suppression window in level pixels (odd).
+        rep_blur: Gaussian sigma (level pixels) by which the repeatability is smoothed
+            before its maxima are taken; 0 = none. Smoothing makes keypoints follow a
+            resampled image's sub-pixel shifts (the default model's 1.0 with
+            ``rel_thr`` 0.3: docs/benchmarks.md, "Keypoints that follow a shift").
     """
 
     max_keypoints: int = 5000
     rep_thr: float = 0.5
-    rel_thr: float = 0.5
+    rel_thr: float = 0.3
     scale_f: float = 2**0.25
     min_scale: float = 1.0
     max_scale: float = 1.0
@@ -56,6 +61,7 @@ class DetectorConfig:
     border: int = 8
     keypoint_size: float = 8.0
     nms_size: int = 3
+    rep_blur: float = 1.0
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_keypoints) or self.max_keypoints < 0:
@@ -85,6 +91,8 @@ class DetectorConfig:
             raise ValueError(f"scale_tolerance must be in [0, 1), got {self.scale_tolerance!r}")
         if not _is_int(self.nms_size) or self.nms_size < 1 or self.nms_size % 2 == 0:
             raise ValueError(f"nms_size must be a positive odd integer, got {self.nms_size!r}")
+        if not _is_real(self.rep_blur) or not 0.0 <= self.rep_blur <= 10.0:
+            raise ValueError(f"rep_blur must be a number in [0, 10], got {self.rep_blur!r}")
         if not _is_int(self.border) or self.border < 0:
             raise ValueError(f"border must be an int >= 0, got {self.border!r}")
         if not _is_real(self.keypoint_size) or not self.keypoint_size > 0:
