@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from fundusfeat.features.scale import from_working
-from fundusfeat.io.arrays import disc_mask, resize_image, to_unit_float
+from fundusfeat.io.arrays import disc_mask, to_unit_float
 from fundusfeat.io.validation import validate_image
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,10 @@ class FieldOfView:
 def estimate_fov(img: np.ndarray) -> FieldOfView:
     """Estimate the circular field of view of a fundus image.
 
-    Method (on a copy downscaled to a long side of 512 px): brightness = max over the
+    Method (on a copy downscaled to a long side of 512 px by bilinear sampling, not area
+    averaging: 0.3-0.5 ms against 2.4-41 ms for 766-4288-px inputs, and the circle
+    moves by under 0.06 % of its radius on 41 photographs at three sizes):
+    brightness = max over the
     colour channels; background level = median of the four corner patches (always
     outside the disc, even for circles clipped at the top and bottom); foreground level
     = 90th percentile. Threshold at ``bg + max(0.1 (fg - bg), 4/255)``, open/close,
@@ -75,7 +78,9 @@ def estimate_fov_checked(img: np.ndarray) -> FieldOfView:
     """:func:`estimate_fov` of an image already in :func:`validate_image`'s canonical form."""
     h, w = img.shape[:2]
     factor = min(1.0, ANALYSIS_SIDE / max(h, w))
-    rgb = to_unit_float(resize_image(img, factor)[0])
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    thumb = img if size == (w, h) else cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    rgb = to_unit_float(thumb)
     # the brightest channel; elementwise (numpy's reduction over a length-3 last axis
     # is ~30x slower: 9 ms against 0.3 ms at 512 x 512)
     small = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
