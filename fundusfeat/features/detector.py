@@ -141,8 +141,8 @@ class Detector:
         for group in self._batches(prepared):
             feats = kp.extract_multiscale(
                 self.network,
-                torch.cat([prepared[i].tensor for i in group]),
-                torch.cat([prepared[i].valid for i in group]),
+                _stacked([prepared[i].tensor for i in group]),
+                _stacked([prepared[i].valid for i in group]),
                 **self._extract_kwargs(),
             )
             for i, f in zip(group, feats, strict=True):
@@ -229,3 +229,9 @@ class Detector:
         implied = cfg.keypoint_size / (np.maximum(sizes, 1e-6) * math.sqrt(np.prod(prep.factors)))
         idx = np.abs(np.log(implied)[:, None] - np.log(levels)[None, :]).argmin(axis=1)
         return torch.from_numpy(levels[idx]).float()
+
+
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat`` along the batch, without the copy ``torch.cat`` makes of one tensor
+    (a 10 MB image at the working scale: ~3 ms on the CPU)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
