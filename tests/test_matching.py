@@ -116,6 +116,26 @@ class TestKnn:
         assert [_as_tuples(r) for r in ours] == [_as_tuples(r) for r in ref]
         assert all(len(r) == 5 for r in ours)
 
+    @pytest.mark.parametrize("k", [2, 3, 8, 9])
+    def test_top_k_is_a_stable_sort_with_ties(self, k):
+        import torch
+
+        from fundusfeat.geometry.matching import _stable_topk
+
+        rng = np.random.default_rng(k)
+        sq = rng.integers(0, 6, size=(300, 40)).astype(np.float32)  # many exact ties
+        want_val, want_ind = torch.sort(torch.from_numpy(sq), dim=1, stable=True)
+        val, ind = _stable_topk(torch.from_numpy(sq.copy()), k)
+        assert torch.equal(ind, want_ind[:, :k]) and torch.equal(val, want_val[:, :k])
+
+    def test_ratio_test_rows_equal_bfmatcher_on_many_descriptors(self):
+        rng = np.random.default_rng(5)
+        d1, d2 = _unit(rng, 700), _unit(rng, 600)
+        d2[10] = d2[3]  # an exact tie
+        ours = FundusMatcher.create(device="cpu").knnMatch(d1, d2, k=2)
+        ref = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d1, d2, k=2)
+        assert [[m.trainIdx for m in r] for r in ours] == [[m.trainIdx for m in r] for r in ref]
+
     def test_k_exception(self):
         with pytest.raises(ValueError, match="k"):
             FundusMatcher.create(device="cpu").knnMatch(
