@@ -241,6 +241,22 @@ def test_lean_dw_s1_recipe_starts_from_both_named_models(tmp_path: Path) -> None
     assert det.model == "lean-dw-s1"
 
 
+def test_lean_dw_s1_shift_recipe_fine_tunes_the_shipped_branch(tmp_path: Path) -> None:
+    """lean_dw_s1_shift.toml (an experiment, not shipped): starts from the shipped
+    lean-dw-s1 weights, trains the keypoint branch with the pair terms on; its committed
+    checkpoint loads as "lean-dw-s1"."""
+    recipe = load_config(ROOT / "training" / "configs" / "lean_dw_s1_shift.toml")
+    assert recipe.loss.pair_weight > 0 and recipe.loss.loc_weight > 0
+    cfg = _smoke(tmp_path, steps=1, val_every=0)
+    trainer = Trainer(dataclasses.replace(cfg, model=recipe.model, loss=recipe.loss))
+    shipped = R2D2Fundus.create(model="lean-dw-s1", device="cpu").core.state_dict
+    for name, value in trainer.net.state_dict().items():
+        assert torch.equal(value, shipped[name]), name
+    ckpt = ROOT / "training" / "checkpoints" / "lean_dw_s1_shift_last.pt"
+    det = R2D2Fundus.create(weights=str(ckpt), device="cpu", target_diameter=256)
+    assert det.model == "lean-dw-s1"
+
+
 def test_init_from_must_be_paths() -> None:
     with pytest.raises(ValueError, match="model.init_from"):
         config_from_dict({"model": {"init_from": ["a.pt", ""]}})
