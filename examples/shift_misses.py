@@ -10,7 +10,8 @@ repository root::
     python examples/shift_misses.py IMAGE --models lean-dw-s1 --rep-blur 0 --rel-thr 0.5
 
 Without an image, the embedded demo photograph. ``--rep-blur`` and ``--rel-thr`` override
-every model's own setting (``R2D2Fundus.create``'s arguments of those names).
+every model's own setting and ``--weights`` names a checkpoint
+(``R2D2Fundus.create``'s arguments of those names).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shifts", default="1,0;3,1;5,0", help="dx,dy;dx,dy;...")
     parser.add_argument("--rep-blur", type=float, help="repeatability smoothing (sigma, px)")
     parser.add_argument("--rel-thr", type=float, help="reliability threshold")
+    parser.add_argument("--weights", default="default", help="a checkpoint (one model)")
     args = parser.parse_args(argv)
     img = cv2.imread(args.image) if args.image else None
     if img is None:
@@ -44,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | shift | found again | drifted 1-3 px | lost |")
     print("|---|---|---|---|---|")
     for model in args.models.split(","):
-        det = R2D2Fundus.create(model=model, rep_blur=args.rep_blur, rel_thr=args.rel_thr)
+        det = R2D2Fundus.create(
+            model=model, weights=args.weights, rep_blur=args.rep_blur, rel_thr=args.rel_thr
+        )
         scale = args.fov / det.core.prepare(img, None).fov.diameter
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         image = cv2.resize(img, None, fx=scale, fy=scale, interpolation=interp)
