@@ -50,9 +50,8 @@ def estimate_fov(img: np.ndarray) -> FieldOfView:
 
     Method (on a copy downscaled to a long side of 512 px by bilinear sampling, not area
     averaging: 0.3-0.5 ms against 2.4-41 ms for 766-4288-px inputs, and the circle
-    moves by under 0.06 % of its radius on 41 photographs at three sizes):
-    brightness = max over the
-    colour channels; background level = median of the four corner patches (always
+    moves by under 0.06 % of its radius on 41 photographs at three sizes): brightness =
+    max over the colour channels; background level = median of the four corner patches (always
     outside the disc, even for circles clipped at the top and bottom); foreground level
     = 90th percentile. Threshold at ``bg + max(0.1 (fg - bg), 4/255)``, open/close,
     keep the largest connected component and fill its holes. A circle is fitted

@@ -373,7 +373,7 @@ class _LeanEncoder(nn.Module):
         """The stem's ``(B, 16, ceil(H / 2), ceil(W / 2))`` features."""
         _check_images(images)
         h, w = images.shape[-2:]
-        # F.pad copies the image even when it adds nothing; a traced graph (export,
+        # padding copies the image even when it adds nothing; a traced graph (export,
         # OpenVINO) keeps it, the padding then following the input's size
         if h % 2 or w % 2 or torch.jit.is_tracing():
             images = replicate_pad(images, (0, w % 2, 0, h % 2))
