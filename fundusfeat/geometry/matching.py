@@ -172,7 +172,7 @@ class FundusMatcher:
         nn12 = torch.empty(len(a), dtype=torch.long, device=self.device)
         best12 = torch.empty(len(a), dtype=a.dtype, device=self.device)
         best21 = torch.full((len(b),), float("inf"), dtype=a.dtype, device=self.device)
-        chunk = _CPU_CHUNK if self.device.type == "cpu" else _CHUNK
+        chunk = _block_rows(self.device)
         block = torch.empty((min(chunk, len(a)), len(b)), dtype=a.dtype, device=self.device)
         for start in range(0, len(a), chunk):
             q = a[start : start + chunk]
@@ -195,7 +195,7 @@ class FundusMatcher:
         b = torch.from_numpy(d2).to(self.device)
         b_sq = (b * b).sum(1)
         idx, dist = [], []
-        chunk = _CPU_CHUNK if self.device.type == "cpu" else _CHUNK
+        chunk = _block_rows(self.device)
         for start in range(0, len(a), chunk):
             q = a[start : start + chunk]
             sq = ((q * q).sum(1, keepdim=True) + b_sq[None] - 2.0 * q @ b.t()).clamp_min_(0)
@@ -203,6 +203,11 @@ class FundusMatcher:
             idx.append(ind.cpu())
             dist.append(val.sqrt().cpu())
         return torch.cat(idx).numpy(), torch.cat(dist).numpy()
+
+
+def _block_rows(device: torch.device) -> int:
+    """Query rows per distance block: :data:`_CPU_CHUNK` on the CPU, else :data:`_CHUNK`."""
+    return _CPU_CHUNK if device.type == "cpu" else _CHUNK
 
 
 def _row_argmin(sq: torch.Tensor) -> torch.Tensor:
