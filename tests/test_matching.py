@@ -102,6 +102,21 @@ class TestMatch:
         assert m.match(np.ones((3, 128), np.float32), e) == []
         assert m.knnMatch(e, e, 2) == []
 
+    @pytest.mark.parametrize(
+        "kwargs", [{}, {"crossCheck": False}, {"ratio": 0.9}, {"crossCheck": False, "ratio": 0.8}]
+    )
+    def test_match_indices_are_match_without_dmatch(self, kwargs):
+        rng = np.random.default_rng(5)
+        d1, d2 = _unit(rng, 90), _unit(rng, 70)
+        m = FundusMatcher.create(device="cpu", **kwargs)
+        query, train = m.match_indices(d1, d2)
+        assert query.dtype == train.dtype == np.int64
+        assert list(zip(query.tolist(), train.tolist(), strict=True)) == _as_tuples(m.match(d1, d2))
+        e = np.empty((0, 32), np.float32)
+        assert [len(a) for a in m.match_indices(e, d2)] == [0, 0]
+        with pytest.raises(TypeError, match="descriptors1"):
+            m.match_indices(None, d2)
+
     def test_pickle(self):
         m = pickle.loads(pickle.dumps(FundusMatcher.create(ratio=0.9, device="cpu")))
         assert m.ratio == 0.9 and m.crossCheck

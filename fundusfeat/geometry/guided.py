@@ -75,13 +75,17 @@ class KeypointSet:
         k = min(GUIDED_CANDIDATES, len(self.xy))
         _, idx = nearest_within(self.xy, points[ok], k, radius)
         present = idx < len(self.xy)
-        safe = np.where(present, idx, 0)
+        # descriptor distances of the present candidates only (most of the k slots are
+        # empty: about 2 keypoints lie within the radius), gathered as flat pairs
+        row, slot = np.nonzero(present)
+        cand = idx[row, slot]
+        mine = np.flatnonzero(ok)[row]
+        dist = np.full(idx.shape, np.inf, np.float32)
         if self.sqnorm is None:
-            dist = descriptor_distances(other.desc[ok][:, None, :], self.desc[safe], True)
+            dist[row, slot] = descriptor_distances(other.desc[mine], self.desc[cand], True)
         else:
-            dot = np.einsum("nd,nkd->nk", other.desc[ok], self.desc[safe])
-            dist = np.maximum(other.sqnorm[ok][:, None] + self.sqnorm[safe] - 2.0 * dot, 0.0)
-        dist[~present] = np.inf
+            dot = np.einsum("nd,nd->n", other.desc[mine], self.desc[cand])
+            dist[row, slot] = np.maximum(other.sqnorm[mine] + self.sqnorm[cand] - 2.0 * dot, 0.0)
         rows = np.arange(len(idx))
         best = dist.argmin(axis=1)
         accept = present.any(axis=1) & (dist[rows, best] <= max_distance)

@@ -367,7 +367,9 @@ def _global_matches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(query, train)`` of the matcher on the ``limit`` strongest keypoints of each
     image (all of them for None). R2D2Fundus keypoints come strongest first; others are
-    ranked by ``response``."""
+    ranked by ``response``. A :class:`FundusMatcher` (whose ``match`` is not overridden)
+    gives its indices directly (``match_indices``); any other matcher's ``cv2.DMatch``
+    list is read."""
     chosen = []
     for f in (f1, f2):
         idx = np.arange(len(f.xy))
@@ -378,9 +380,13 @@ def _global_matches(
                 response = np.array([k.response for k in f.keypoints])
                 idx = np.sort(np.argsort(-response, kind="stable")[:limit])
         chosen.append(idx)
-    matches = matcher.match(f1.desc[chosen[0]], f2.desc[chosen[1]])
-    query = np.array([m.queryIdx for m in matches], dtype=np.int64)
-    train = np.array([m.trainIdx for m in matches], dtype=np.int64)
+    d1, d2 = f1.desc[chosen[0]], f2.desc[chosen[1]]
+    if isinstance(matcher, FundusMatcher) and type(matcher).match is FundusMatcher.match:
+        query, train = matcher.match_indices(d1, d2)
+    else:
+        matches = matcher.match(d1, d2)
+        query = np.array([m.queryIdx for m in matches], dtype=np.int64)
+        train = np.array([m.trainIdx for m in matches], dtype=np.int64)
     return chosen[0][query], chosen[1][train]
 
 
