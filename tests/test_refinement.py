@@ -160,6 +160,18 @@ def test_vessel_correlation_known_answers(retina):
     assert vessel_correlation(v, v, region, region, shifted) < 0.3
 
 
+def test_vessel_image_is_the_green_channels(retina):
+    """Only the green channel is resized: the same map as the green channel given alone,
+    as uint8 or float, and as a BGRA image's."""
+    green = np.ascontiguousarray(retina[..., 1])
+    ref, factors = vessel_image(retina)
+    assert ref.dtype == np.float32 and max(ref.shape) == 384
+    for image in (green, green[..., None], np.dstack([retina, green]), retina / 255.0):
+        out, f = vessel_image(image)
+        np.testing.assert_array_equal(out, ref)
+        assert f == factors
+
+
 def test_confidence_is_monotone_in_the_evidence():
     base = Evidence(200, 400, 0.5, 0.2, 0.7, 0.8, 0.3, 0.6)
     worse = Evidence(20, 400, 0.05, 0.01, 0.1, 0.8, 5.0, 0.0)

@@ -162,12 +162,16 @@ def weakest_evidence(evidence: Evidence, calibration: Calibration = CALIBRATION)
 def vessel_image(image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """The vessel-enhanced green channel at :data:`PHOTOMETRIC_SIDE` px.
 
+    Args:
+        image: ``(H, W)`` gray or ``(H, W, C)`` BGR(A) image, uint8 or float in [0, 1].
+
     Returns:
         ``(float32 (h, w) high-passed CLAHE green, resize factors (sx, sy))``.
     """
+    if image.ndim == 3:  # the green channel alone is resized: 3x less work, the same values
+        image = cv2.extractChannel(image, 1) if image.shape[2] > 1 else image[..., 0]
     small, factors = resize_long_side(to_uint8(image), PHOTOMETRIC_SIDE)
-    green = small[..., 1] if small.ndim == 3 else small
-    green = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(np.ascontiguousarray(green))
+    green = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(np.ascontiguousarray(small))
     g = green.astype(np.float32)
     return g - cv2.GaussianBlur(g, (0, 0), 4.0), factors
 
