@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from fundusfeat.features.checkpoint import load_network
 from fundusfeat.features.keypoints import (
     _erode_counting,
+    _nms_cv2,
+    _nms_torch,
     describe_at,
     erode_mask,
     extract_multiscale,
@@ -44,6 +46,20 @@ class TestNms:
 
     def test_flat_map_has_no_maxima(self):
         assert not nms(torch.full((2, 1, 10, 10), 0.5)).any()
+
+    @given(
+        seed=st.integers(0, 10_000),
+        kernel=st.sampled_from([1, 3, 5]),
+        levels=st.sampled_from([4, 50, 0]),
+    )
+    def test_cv2_path_equals_the_separable_filters(self, seed, kernel, levels):
+        # plateaus (few grey levels), ties at the borders, two maps in a batch
+        rng = np.random.default_rng(seed)
+        rep = torch.from_numpy(rng.random((2, 1, 13, 17)).astype(np.float32))
+        if levels:
+            rep = torch.floor(rep * levels) / levels
+        assert torch.equal(_nms_cv2(rep, kernel), _nms_torch(rep, kernel))
+        assert torch.equal(nms(rep, kernel), _nms_torch(rep, kernel))
 
     def test_exceptions(self):
         with pytest.raises(ValueError, match="rep"):
