@@ -1,4 +1,5 @@
-"""Detection and registration give bitwise the same output at any torch thread count.
+"""Detection and registration give bitwise the same output at any thread count (torch's
+and OpenCV's).
 
 Each run is a fresh interpreter (torch's thread count is per process); the embedded demo
 pair is detected at its own size (768 px) and enlarged to 1536 px (working-scale resize
@@ -26,6 +27,7 @@ import torch
 
 threads, backend, out, model = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 torch.set_num_threads(threads)
+cv2.setNumThreads(threads)  # the cv2 paths (blur, NMS, smoothing) too
 from fundusfeat import R2D2Fundus, register
 from fundusfeat.io.demo import load_demo_pair
 
