@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import cv2
 import pytest
 import torch
 from torch import nn
 
 from fundusfeat.features import models
 from fundusfeat.features.network import (
-    Blur,
     StablePointwise,
     class_difference,
     fold_for_inference,
@@ -154,30 +152,3 @@ def test_replicate_pad_is_f_pad(pad, channels_last):
     with torch.enable_grad():  # under autograd it is F.pad itself
         y = x.clone().requires_grad_(True)
         assert torch.equal(replicate_pad(y, pad), want)
-
-
-@pytest.mark.parametrize("channels_last", [True, False])
-@pytest.mark.parametrize(("channels", "taps"), [(16, 3), (32, 3), (8, 5), (3, 5)])
-def test_blur_by_cv2_in_inference_is_the_depthwise_conv(channels, taps, channels_last):
-    """CPU inference blurs by cv2.sepFilter2D: the depthwise conv's values to float32
-    rounding, channels-last, at any thread count; under autograd it is the conv."""
-    blur = Blur(channels, taps)
-    x = 3 * torch.rand(2, channels, 17, 23, generator=torch.Generator().manual_seed(1))
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = x.contiguous(memory_format=fmt)
-    with torch.enable_grad():
-        want = blur(x.clone().requires_grad_(True)).detach()
-    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
-    outs = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            cv2.setNumThreads(n)
-            with torch.inference_mode():
-                outs.append(blur(x))
-    finally:
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(cv_threads)
-    assert torch.equal(outs[0], outs[1])
-    assert outs[0].shape == want.shape and outs[0].is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(outs[0], want, rtol=0, atol=2e-6)

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import copy
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -265,45 +263,10 @@ class Blur(nn.Module):
         k2 = (k[:, None] * k[None, :]) / k.sum() ** 2
         self.register_buffer("kernel", k2.expand(channels, 1, taps, taps).clone(), persistent=False)
         self.channels, self.pad = channels, taps // 2
-        self.row = (k / k.sum()).numpy().astype(np.float32)  # the separable 1-D kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _cv2_inference(x) and self.channels <= _CV_MAX_CHANNELS:
-            return _separable_blur_cv2(x, self.row)
         x = replicate_pad(x, (self.pad,) * 4)
         return F.conv2d(x, self.kernel.to(x.dtype), groups=self.channels)
-
-
-_CV_MAX_CHANNELS = 512
-"""OpenCV's most channels per matrix (``CV_CN_MAX``)."""
-
-
-def _cv2_inference(x: torch.Tensor) -> bool:
-    """True in CPU float32 inference (no autograd, no tracing), where cv2 may compute."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and not torch.jit.is_tracing()
-    )
-
-
-def _separable_blur_cv2(x: torch.Tensor, row: np.ndarray) -> torch.Tensor:
-    """:class:`Blur` of ``(B, C, H, W)`` by ``cv2.sepFilter2D`` on each image's
-    ``(H, W, C)`` channels-last view (edges replicated), returned channels-last.
-
-    The binomial filter is separable: one row and one column pass give the 2-D filter up
-    to float32 rounding (1.8e-7 at most on values in [0, 1]), 4-16x faster than the
-    depthwise ``conv2d`` with its padding copy on a channels-last CPU tensor (16 x 416 x
-    499: 2.7 against 10-25 ms at 2 threads of an AMD EPYC). Each output pixel is
-    computed the same way at any thread count.
-    """
-    x = x.contiguous(memory_format=torch.channels_last)
-    nhwc = x.permute(0, 2, 3, 1).numpy()
-    out = np.empty_like(nhwc)
-    for i in range(len(nhwc)):
-        cv2.sepFilter2D(nhwc[i], -1, row, row, dst=out[i], borderType=cv2.BORDER_REPLICATE)
-    return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
 def replicate_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
