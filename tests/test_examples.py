@@ -164,3 +164,21 @@ def test_shift_misses_example(monkeypatch, capsys):
     assert _run(monkeypatch, "shift_misses.py", *args, *raw) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {DEFAULT_MODEL} |")]
     assert len(rows) == 2 and float(rows[0].split("|")[3]) > 0.5
+
+
+def test_working_fov_speed_example(monkeypatch, capsys):
+    import torch
+
+    args = ("--fov", "300", "--diameters", "320,256", "--rounds", "1", "--threads", "1")
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        assert _run(monkeypatch, "working_fov_speed.py", *args) == 0
+    finally:  # the script sets the process's thread counts
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+    out = capsys.readouterr().out
+    rows = [r for r in out.splitlines() if r.startswith(("| 320 px", "| 256 px"))]
+    assert len(rows) == 2 and "SIFT-CLAHE pipeline" in out
+    ratios = [float(r.split("|")[3].strip().rstrip("x")) for r in rows]
+    assert all(v > 0 for v in ratios)
+    assert _run(monkeypatch, "working_fov_speed.py", "--diameters", "big") == 2
