@@ -182,3 +182,32 @@ def test_full_size_cross_fields_agree_through_the_montage():
         mapped = res.transforms[j].inverse(res.transforms[i].apply(pi))
         err = float(np.median(np.linalg.norm(mapped - pj, axis=1)))
         assert err < 3.0, (i, j, err)
+
+
+def test_candidate_pairs_prefilter_counts_mutual_matches_with_any_matcher():
+    """Beyond ALL_PAIRS_UP_TO fields each field keeps the partners with the most mutual
+    matches; FundusMatcher (index arrays) and cv2.BFMatcher (DMatch lists) agree."""
+    from types import SimpleNamespace
+
+    from fundusfeat.pipeline.field_graph import ALL_PAIRS_UP_TO, PREFILTER_PARTNERS
+    from fundusfeat.pipeline.field_graph import candidate_pairs as pairs_of
+    from fundusfeat.pipeline.register import matched_indices
+
+    rng = np.random.default_rng(0)
+    n = ALL_PAIRS_UP_TO + 2
+    base = rng.normal(size=(n, 60, 32)).astype(np.float32)
+    desc = base.copy()
+    for i in range(n):  # field i shares 40 descriptors with field i + 1
+        j = (i + 1) % n
+        desc[j, :40] = base[i, 20:60] + 0.01 * rng.normal(size=(40, 32)).astype(np.float32)
+    features = [SimpleNamespace(desc=d / np.linalg.norm(d, axis=1, keepdims=True)) for d in desc]
+    ours = fundusfeat.FundusMatcher.create(device="cpu")
+    bf = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)
+    q1, t1 = matched_indices(ours, features[0].desc, features[1].desc)
+    q2, t2 = matched_indices(bf, features[0].desc, features[1].desc)
+    assert q1.dtype == q2.dtype == np.int64
+    assert list(zip(q1, t1, strict=True)) == list(zip(q2, t2, strict=True))
+    kept = pairs_of(features, ours)
+    assert kept == pairs_of(features, bf)
+    assert all((i, i + 1) in kept for i in range(n - 1)) and (0, n - 1) in kept
+    assert len(kept) <= n * PREFILTER_PARTNERS < n * (n - 1) // 2

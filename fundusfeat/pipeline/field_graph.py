@@ -21,6 +21,7 @@ from fundusfeat.pipeline.register import (
     ImageFeatures,
     Options,
     RegistrationResult,
+    matched_indices,
     register_features,
 )
 
@@ -45,7 +46,8 @@ def candidate_pairs(features: Sequence[ImageFeatures], matcher) -> list[tuple[in
     counts = np.zeros((n, n))
     for i, j in pairs:
         d1, d2 = features[i].desc[:500], features[j].desc[:500]
-        counts[i, j] = counts[j, i] = len(matcher.match(d1, d2)) if len(d1) and len(d2) else 0
+        if len(d1) and len(d2):
+            counts[i, j] = counts[j, i] = len(matched_indices(matcher, d1, d2)[0])
     keep = set()
     for i in range(n):
         for j in np.argsort(-counts[i])[:PREFILTER_PARTNERS]:

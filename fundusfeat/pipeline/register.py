@@ -370,9 +370,7 @@ def _global_matches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(query, train)`` of the matcher on the ``limit`` strongest keypoints of each
     image (all of them for None). R2D2Fundus keypoints come strongest first; others are
-    ranked by ``response``. A :class:`FundusMatcher` (whose ``match`` is not overridden)
-    gives its indices directly (``match_indices``); any other matcher's ``cv2.DMatch``
-    list is read."""
+    ranked by ``response``."""
     chosen = []
     for f in (f1, f2):
         idx = np.arange(len(f.xy))
@@ -383,14 +381,25 @@ def _global_matches(
                 response = np.array([k.response for k in f.keypoints])
                 idx = np.sort(np.argsort(-response, kind="stable")[:limit])
         chosen.append(idx)
-    d1, d2 = f1.desc[chosen[0]], f2.desc[chosen[1]]
-    if isinstance(matcher, FundusMatcher) and type(matcher).match is FundusMatcher.match:
-        query, train = matcher.match_indices(d1, d2)
-    else:
-        matches = matcher.match(d1, d2)
-        query = np.array([m.queryIdx for m in matches], dtype=np.int64)
-        train = np.array([m.trainIdx for m in matches], dtype=np.int64)
+    query, train = matched_indices(matcher, f1.desc[chosen[0]], f2.desc[chosen[1]])
     return chosen[0][query], chosen[1][train]
+
+
+def matched_indices(
+    matcher: Any, desc1: np.ndarray, desc2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(query, train)`` int64 index arrays of ``matcher.match(desc1, desc2)``.
+
+    A :class:`FundusMatcher` (whose ``match`` is not overridden) gives them directly
+    (``match_indices``, no ``cv2.DMatch`` objects built); any other matcher's
+    ``cv2.DMatch`` list is read.
+    """
+    if isinstance(matcher, FundusMatcher) and type(matcher).match is FundusMatcher.match:
+        return matcher.match_indices(desc1, desc2)
+    matches = matcher.match(desc1, desc2)
+    query = np.array([m.queryIdx for m in matches], dtype=np.int64)
+    train = np.array([m.trainIdx for m in matches], dtype=np.int64)
+    return query, train
 
 
 def _dmatches(
