@@ -23,10 +23,6 @@ import time
 import cv2
 
 
-def _median_s(times: list[float]) -> float:
-    return statistics.median(times)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("images", nargs="*", help="images, folders or .txt lists")
@@ -80,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             sift.detectAndCompute(img2, None)
             sift_s.append(time.perf_counter() - t0)
-    c, s = _median_s(classical_s), _median_s(sift_s)
+    c, s = statistics.median(classical_s), statistics.median(sift_s)
     print(f"{len(pairs)} pairs at FOV {args.fov} px, {args.threads} threads, {args.rounds} rounds")
     print("| working FOV | register() s/pair | / SIFT-CLAHE pipeline | detection s | / SIFT |")
     print("|---|---|---|---|---|")
     for d in diameters:
-        r, t = _median_s(reg[d]), _median_s(detect[d])
+        r, t = statistics.median(reg[d]), statistics.median(detect[d])
         print(f"| {d:g} px | {r:.3f} | {r / c:.2f}x | {t:.3f} | {t / s:.2f}x |")
     print(f"SIFT-CLAHE pipeline {c:.3f} s per pair; cv2.SIFT {s:.3f} s per image")
     return 0
