@@ -15,6 +15,7 @@ from fundusfeat.features.keypoints import (
     _erode_counting,
     _nms_cv2,
     _nms_torch,
+    _top_k_per_image,
     describe_at,
     erode_mask,
     extract_multiscale,
@@ -279,3 +280,33 @@ def test_smoothing_makes_keypoints_follow_a_resampled_shift(demo_pair):
     without = shift_repeatability(raw, img, shifts)
     assert with_blur.min() >= 0.93, with_blur
     assert with_blur.mean() > without.mean() + 0.02, (with_blur, without)
+
+
+@given(
+    seed=st.integers(0, 2**16),
+    batch=st.integers(1, 3),
+    levels=st.integers(2, 9),
+    k=st.sampled_from([1, 3, 5]),
+    masked=st.booleans(),
+    top=st.integers(1, 40),
+)
+def test_select_keypoints_numpy_path_equals_the_torch_expressions(
+    seed: int, batch: int, levels: int, k: int, masked: bool, top: int
+) -> None:
+    """The CPU candidates (numpy) are the torch expressions' exactly: the same pixels,
+    order, scores and dtypes, with ties (few grey levels) and a mask."""
+    g = torch.Generator().manual_seed(seed)
+    rep = torch.randint(0, levels, (batch, 1, 23, 31), generator=g).float() / (levels - 1)
+    rel = torch.rand(batch, 1, 23, 31, generator=g)
+    valid = torch.rand(batch, 1, 23, 31, generator=g) > 0.2 if masked else None
+    keep = nms(rep, k) & (rep >= 0.4) & (rel >= 0.3)
+    if valid is not None:
+        keep &= valid
+    b, _, y, x = keep.nonzero(as_tuple=True)
+    s = rep[b, 0, y, x] * rel[b, 0, y, x]
+    cand = select_keypoints(rep, rel, valid, 0.4, 0.3, max_keypoints=top, nms_size=k)
+    order = _top_k_per_image(b, s, top)
+    assert torch.equal(cand.batch, b[order])
+    assert torch.equal(cand.xy, torch.stack([x[order], y[order]], dim=1))
+    assert torch.equal(cand.score, s[order])
+    assert cand.xy.dtype == torch.int64 and cand.score.dtype == torch.float32
