@@ -172,3 +172,25 @@ def test_bad_arguments():
         T.homography_transform(np.eye(3)).warp(np.zeros((4, 4)), (0, 4))
     with pytest.raises(ValueError, match="scale1"):
         T.QuadraticTransform(COEF, (0, 0), (0.0, 1.0), (0, 0), (1.0, 1.0), (0, 0, 1, 1))
+
+
+@given(
+    seed=st.integers(0, 2**16),
+    rows=st.integers(1, 300),
+    cols=st.integers(1, 8),
+    rhs=st.sampled_from([None, 1, 2]),
+    drop=st.booleans(),
+)
+def test_least_squares_svd_equals_lstsq(seed: int, rows: int, cols: int, rhs, drop: bool) -> None:
+    """The SVD least squares give lstsq's solution (to rounding) and its rank, also for
+    rank-deficient and wide matrices."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(rows, cols)) * rng.uniform(0.1, 100.0, size=cols)
+    if drop and cols > 1:
+        a[:, -1] = 3.0 * a[:, 0]  # one column a multiple of another
+    b = rng.normal(size=rows if rhs is None else (rows, rhs))
+    x0, _, rank0, _ = np.linalg.lstsq(a, b, rcond=None)
+    x1, rank1 = F.least_squares_svd(a, b)
+    assert rank1 == rank0
+    assert x1.shape == x0.shape
+    np.testing.assert_allclose(x1, x0, rtol=1e-7, atol=1e-9 * max(1.0, np.abs(x0).max()))
