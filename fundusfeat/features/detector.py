@@ -17,6 +17,7 @@ x reliability; ``octave`` = pyramid level index (0 = full working scale).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ from fundusfeat.features.openvino_net import resolve_backend
 from fundusfeat.features.prepare import Prepared, prepare
 from fundusfeat.features.scale import from_working, to_working
 from fundusfeat.features.settings import DetectorConfig
+from fundusfeat.features.threads import run_shared
 
 BACKENDS = ("auto", "torch", "onnx", "openvino")
 
@@ -84,6 +86,12 @@ class Detector:
             ``"onnx"`` (OpenCV DNN on the CPU; the model is exported once per weights and
             process, see :func:`fundusfeat.features.onnx.onnx_network`). The resolved name
             is :attr:`backend`.
+
+    Attributes:
+        share_threads: on the CPU with the torch backend, :meth:`extract` of several
+            images runs them side by side, torch's threads divided among them
+            (:func:`fundusfeat.features.threads.run_shared`; the same results); False
+            runs them one after the other.
     """
 
     def __init__(
@@ -104,6 +112,7 @@ class Detector:
         self.config = config
         self.device = device
         self.backend = backend
+        self.share_threads = True
         self.network = self._build()
 
     @property
@@ -138,15 +147,23 @@ class Detector:
     def extract(self, prepared: Sequence[Prepared]) -> list[Features]:
         """Keypoints and descriptors of prepared images (batched by working size on CUDA)."""
         results = [Features.empty(self.dim) for _ in prepared]
-        for group in self._batches(prepared):
+        groups = self._batches(prepared)
+
+        def work(group: list[int]) -> list[Features]:
             feats = kp.extract_multiscale(
                 self.network,
                 _stacked([prepared[i].tensor for i in group]),
                 _stacked([prepared[i].valid for i in group]),
                 **self._extract_kwargs(),
             )
+            return [self._to_input(f, prepared[i]) for i, f in zip(group, feats, strict=True)]
+
+        calls = [functools.partial(work, group) for group in groups]
+        shared = self.device.type == "cpu" and self.backend == "torch" and self.share_threads
+        done = run_shared(calls) if shared else [call() for call in calls]
+        for group, feats in zip(groups, done, strict=True):
             for i, f in zip(group, feats, strict=True):
-                results[i] = self._to_input(f, prepared[i])
+                results[i] = f
         return results
 
     def detect_and_describe(self, image: Any, mask: Any = None) -> Features:
