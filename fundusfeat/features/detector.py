@@ -116,6 +116,12 @@ class Detector:
         self.network = self._build()
 
     @property
+    def shares_threads(self) -> bool:
+        """Whether several images are detected side by side (:attr:`share_threads` on
+        the CPU with the torch backend)."""
+        return self.share_threads and self.device.type == "cpu" and self.backend == "torch"
+
+    @property
     def dim(self) -> int:
         """Descriptor length."""
         return int(getattr(self.network, "dim", 128))
@@ -159,8 +165,7 @@ class Detector:
             return [self._to_input(f, prepared[i]) for i, f in zip(group, feats, strict=True)]
 
         calls = [functools.partial(work, group) for group in groups]
-        shared = self.device.type == "cpu" and self.backend == "torch" and self.share_threads
-        done = run_shared(calls) if shared else [call() for call in calls]
+        done = run_shared(calls) if self.shares_threads else [call() for call in calls]
         for group, feats in zip(groups, done, strict=True):
             for i, f in zip(group, feats, strict=True):
                 results[i] = f

@@ -16,6 +16,7 @@ exception; invalid arguments raise ``TypeError``/``ValueError`` naming the argum
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import warnings
@@ -27,8 +28,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fundusfeat.features.detector import Detector, Features
 from fundusfeat.features.feature2d import KeypointSequence, R2D2Fundus
 from fundusfeat.features.fov import FieldOfView, estimate_fov_checked
+from fundusfeat.features.prepare import Prepared
+from fundusfeat.features.threads import run_shared
 from fundusfeat.geometry.estimation import (
     DEFAULT_RANSAC_THRESHOLD,
     METHODS,
@@ -317,6 +321,26 @@ def _check_inputs(img: Any, mask: Any, index: int) -> tuple[np.ndarray, np.ndarr
     return to_uint8(checked), m
 
 
+def _r2d2_features(prep: Prepared, feats: Features) -> ImageFeatures:
+    """:class:`ImageFeatures` of an image prepared and detected by the detector core."""
+    return ImageFeatures(
+        keypoints=KeypointSequence(feats),
+        xy=feats.xy,
+        desc=feats.desc,
+        region=prep.region,
+        vessels=vessel_image(prep.image),
+        fov=prep.fov if prep.fov is not None else estimate_fov_checked(prep.image),
+    )
+
+
+def _detected_alone(
+    core: Detector, image: Any, mask: Any, name: str, mask_name: str
+) -> ImageFeatures:
+    """One image prepared, detected and described (one call of :func:`run_shared`)."""
+    prep = core.prepare(image, mask, name, mask_name)
+    return _r2d2_features(prep, core.extract([prep])[0])
+
+
 def image_features(
     detector: Any, images: Sequence[Any], masks: Sequence[Any]
 ) -> list[ImageFeatures]:
@@ -330,19 +354,15 @@ def image_features(
     """
     if isinstance(detector, R2D2Fundus):
         core = detector.core
-        prepared = [
-            core.prepare(img, mask, f"img{i}", f"mask{i}")
+        named = [
+            (img, mask, f"img{i}", f"mask{i}")
             for i, (img, mask) in enumerate(zip(images, masks, strict=True), 1)
         ]
+        if core.shares_threads:  # each image prepared, detected and described side by side
+            return run_shared([functools.partial(_detected_alone, core, *args) for args in named])
+        prepared = [core.prepare(*args) for args in named]
         return [
-            ImageFeatures(
-                keypoints=KeypointSequence(feats),
-                xy=feats.xy,
-                desc=feats.desc,
-                region=prep.region,
-                vessels=vessel_image(prep.image),
-                fov=prep.fov if prep.fov is not None else estimate_fov_checked(prep.image),
-            )
+            _r2d2_features(prep, feats)
             for prep, feats in zip(prepared, core.extract(prepared), strict=True)
         ]
     out = []
