@@ -257,28 +257,6 @@ def test_lean_dw_s1_shift_recipe_fine_tunes_the_shipped_branch(tmp_path: Path) -
     assert det.model == "lean-dw-s1"
 
 
-def test_lean_dw_s1_k3_recipe_starts_from_the_default_model(tmp_path: Path) -> None:
-    """lean_dw_s1_k3.toml: the three-layer branch starts from the shipped lean-dw-s1
-    tensors of the same names (encoder, the first three convs, the head), the encoder
-    stays frozen and the branch trains; the checkpoint loads as "lean-dw-s1-k3"."""
-    recipe = load_config(ROOT / "training" / "configs" / "lean_dw_s1_k3.toml")
-    cfg = _smoke(tmp_path, steps=2, val_every=0)
-    trainer = Trainer(dataclasses.replace(cfg, model=recipe.model, loss=recipe.loss))
-    shipped = R2D2Fundus.create(model="lean-dw-s1", device="cpu").core.state_dict
-    start = {k: v.clone() for k, v in trainer.net.state_dict().items()}
-    assert set(start) == set(shipped) - {k for k in shipped if k.startswith("key.3.")}
-    for name, value in start.items():
-        assert torch.equal(value, shipped[name]), name
-    trainer.fit()
-    own = trainer.net.state_dict()
-    for name, value in start.items():
-        if name.split(".")[0] in ("stem", "enc4", "enc8", "clf"):
-            assert torch.equal(own[name], value), name
-    assert not torch.equal(own["key.2.0.weight"], start["key.2.0.weight"])
-    det = R2D2Fundus.create(weights=str(tmp_path / "last.pt"), device="cpu", target_diameter=256)
-    assert det.model == "lean-dw-s1-k3"
-
-
 def test_init_from_must_be_paths() -> None:
     with pytest.raises(ValueError, match="model.init_from"):
         config_from_dict({"model": {"init_from": ["a.pt", ""]}})

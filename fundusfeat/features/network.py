@@ -441,24 +441,15 @@ class LeanNetS1(_LeanEncoder):
     Args:
         dim: descriptor size.
         key_channels: width of the stride-1 keypoint branch.
-        separable: the ``lean-dw`` encoder (:class:`LeanNetDWS1`).
-        dilations: one 3x3 conv of the branch per entry, with that dilation (the
-            receptive field is ``1 + 2 * sum(dilations)`` px).
     """
 
     name = "lean-s1"
 
-    def __init__(
-        self,
-        dim: int = 128,
-        key_channels: int = 4,
-        separable: bool = False,
-        dilations: tuple[int, ...] = (1, 2, 4, 1),
-    ) -> None:
+    def __init__(self, dim: int = 128, key_channels: int = 4, separable: bool = False) -> None:
         super().__init__(dim, separable)
         k = key_channels
         self.key = nn.Sequential(
-            *(_conv_bn(3 if i == 0 else k, k, dilation=d) for i, d in enumerate(dilations))
+            _conv_bn(3, k), _conv_bn(k, k, dilation=2), _conv_bn(k, k, dilation=4), _conv_bn(k, k)
         )  # 1/1
         self.sal = nn.Conv2d(k, 2, 1)  # repeatability, at 1/1
         _he_init(self)
@@ -542,24 +533,6 @@ class LeanNetDWS1(LeanNetS1):
 
     def __init__(self, dim: int = 128, key_channels: int = 4) -> None:
         super().__init__(dim, key_channels, separable=True)
-
-
-class LeanNetDWS1K3(LeanNetS1):
-    """:class:`LeanNetDWS1` with a keypoint branch of three 3x3 convs (dilations 1, 2, 4;
-    receptive field 15 px) in place of four (``"lean-dw-s1-k3"``, issue 31): the
-    branch's last full-resolution conv is the part of the forward left out. Weights:
-    ``training/configs/lean_dw_s1_k3.toml`` (the shipped ``lean-dw-s1`` tensors of the
-    same names first, the encoder frozen, the branch distilled from :class:`FastNet`).
-
-    Args:
-        dim: descriptor size.
-        key_channels: width of the stride-1 keypoint branch.
-    """
-
-    name = "lean-dw-s1-k3"
-
-    def __init__(self, dim: int = 128, key_channels: int = 4) -> None:
-        super().__init__(dim, key_channels, separable=True, dilations=(1, 2, 4))
 
 
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
