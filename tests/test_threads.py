@@ -24,14 +24,14 @@ def test_results_in_call_order_and_threads_divided(two_threads) -> None:
     seen = []
 
     def call(i: int):
-        seen.append((threading.get_ident(), torch.get_num_threads()))
+        seen.append((threading.current_thread(), torch.get_num_threads()))
         return i * i
 
     out = run_shared([lambda i=i: call(i) for i in range(5)])
     assert out == [0, 1, 4, 9, 16]
     assert {count for _, count in seen} == {1}  # two workers, one torch thread each
-    assert len({ident for ident, _ in seen}) == 2
-    assert threading.get_ident() not in {ident for ident, _ in seen}
+    workers = {thread for thread, _ in seen}  # thread objects (idents are reused)
+    assert len(workers) == 2 and threading.current_thread() not in workers
     assert torch.get_num_threads() == 2
 
 
