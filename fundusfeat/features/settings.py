@@ -44,8 +44,9 @@ class DetectorConfig:
         nms_size: side of the non-maximum suppression window in level pixels (odd).
         rep_blur: Gaussian sigma (level pixels) by which the repeatability is smoothed
             before its maxima are taken; 0 = none. Smoothing makes keypoints follow a
-            resampled image's sub-pixel shifts (the default model's 1.0 with
-            ``rel_thr`` 0.3: docs/benchmarks.md, "Keypoints that follow a shift").
+            resampled image's sub-pixel shifts (the default model's 2.0 with
+            ``rel_thr`` 0.3: docs/benchmarks.md, "Keypoints that follow a shift" and
+            "A smoother repeatability", tenth session).
     """
 
     max_keypoints: int = 5000
@@ -61,7 +62,7 @@ class DetectorConfig:
     border: int = 8
     keypoint_size: float = 8.0
     nms_size: int = 3
-    rep_blur: float = 1.0
+    rep_blur: float = 2.0
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_keypoints) or self.max_keypoints < 0:
