@@ -6,10 +6,15 @@ view is ``--fov`` px across, and an ``easy`` synthetic second image of it. Every
 registers each pair with each working FOV (``R2D2Fundus.create(target_diameter=D)``) and
 with the classical pipeline, and detects image 2 with each detector and with
 ``cv2.SIFT_create()`` (no mask); the medians over all rounds are printed, with the ratios
-of the same run. Run from the repository root::
+of the same run. ``--serial`` adds, for each working FOV, the detector with its images
+detected one after the other (``core.share_threads = False``; by default ``register()``
+detects its two images side by side, torch's threads divided between them). Run from the
+repository root::
 
     python examples/working_fov_speed.py training/splits/val.txt ../shared/data/retina.jpg \
         --fov 768 --diameters 1000,900,850,800 --threads 2 --rounds 3
+    python examples/working_fov_speed.py training/splits/val.txt ../shared/data/retina.jpg \
+        --fov 768 --diameters 1000 --serial --threads 2 --rounds 4
 
 No image argument: the embedded demo photograph.
 """
@@ -31,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds over the pairs")
     p.add_argument("--model", default=None, help="network (default: the default model)")
+    p.add_argument(
+        "--serial", action="store_true", help="also time each with its images one after the other"
+    )
     args = p.parse_args(argv)
     try:
         diameters = [float(d) for d in args.diameters.split(",") if d.strip()]
@@ -51,15 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     for i, path in enumerate(benchmark_images(args.images)):
         small = bench.resize_to_fov(images.read_image(path), args.fov)
         pairs.append((small, make_synthetic_pair(small, PRESETS["easy"], i).image2))
-    detectors = {
-        d: R2D2Fundus.create(model=args.model, device="cpu", target_diameter=d) for d in diameters
-    }
+    detectors = {}
+    for d in diameters:
+        for serial in (False, True) if args.serial else (False,):
+            det = R2D2Fundus.create(model=args.model, device="cpu", target_diameter=d)
+            det.core.share_threads = not serial
+            detectors[f"{d:g} px" + (", one after the other" if serial else "")] = det
     classical, sift = ClassicalPipeline(), cv2.SIFT_create()
     for det in detectors.values():  # warm-up: first calls allocate and load
         register(*pairs[0], detector=det)
     classical(*pairs[0])
-    reg = {d: [] for d in diameters}
-    detect = {d: [] for d in diameters}
+    reg = {d: [] for d in detectors}
+    detect = {d: [] for d in detectors}
     classical_s, sift_s = [], []
     for _ in range(args.rounds):
         for img1, img2 in pairs:
@@ -80,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(pairs)} pairs at FOV {args.fov} px, {args.threads} threads, {args.rounds} rounds")
     print("| working FOV | register() s/pair | / SIFT-CLAHE pipeline | detection s | / SIFT |")
     print("|---|---|---|---|---|")
-    for d in diameters:
+    for d in detectors:
         r, t = statistics.median(reg[d]), statistics.median(detect[d])
-        print(f"| {d:g} px | {r:.3f} | {r / c:.2f}x | {t:.3f} | {t / s:.2f}x |")
+        print(f"| {d} | {r:.3f} | {r / c:.2f}x | {t:.3f} | {t / s:.2f}x |")
     print(f"SIFT-CLAHE pipeline {c:.3f} s per pair; cv2.SIFT {s:.3f} s per image")
     return 0
 

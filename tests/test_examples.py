@@ -170,15 +170,20 @@ def test_working_fov_speed_example(monkeypatch, capsys):
     import torch
 
     args = ("--fov", "300", "--diameters", "320,256", "--rounds", "1", "--threads", "1")
+    serial = ("--fov", "300", "--diameters", "256", "--serial", "--rounds", "1", "--threads", "1")
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     try:
         assert _run(monkeypatch, "working_fov_speed.py", *args) == 0
+        out = capsys.readouterr().out
+        assert _run(monkeypatch, "working_fov_speed.py", *serial) == 0
+        out_serial = capsys.readouterr().out
     finally:  # the script sets the process's thread counts
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv_threads)
-    out = capsys.readouterr().out
     rows = [r for r in out.splitlines() if r.startswith(("| 320 px", "| 256 px"))]
     assert len(rows) == 2 and "SIFT-CLAHE pipeline" in out
     ratios = [float(r.split("|")[3].strip().rstrip("x")) for r in rows]
     assert all(v > 0 for v in ratios)
+    rows = [r for r in out_serial.splitlines() if r.startswith("| 256 px")]
+    assert len(rows) == 2 and rows[1].startswith("| 256 px, one after the other |")
     assert _run(monkeypatch, "working_fov_speed.py", "--diameters", "big") == 2
