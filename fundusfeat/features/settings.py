@@ -46,7 +46,7 @@ class DetectorConfig:
             before its maxima are taken; 0 = none. Smoothing makes keypoints follow a
             resampled image's sub-pixel shifts (the default model's 2.0 with
             ``rel_thr`` 0.3: docs/benchmarks.md, "Keypoints that follow a shift" and
-            "A smoother repeatability", tenth session).
+            "Images side by side, a smoother repeatability").
     """
 
     max_keypoints: int = 5000
