@@ -118,9 +118,7 @@ class FundusMatcher:
         d1, d2 = _validate_pair(queryDescriptors, trainDescriptors)
         query, train = self._indices(d1, d2)
         dist = _exact_distances(d1[query], d2[train])
-        return [
-            cv2.DMatch(int(q), int(t), float(d)) for q, t, d in zip(query, train, dist, strict=True)
-        ]
+        return list(map(cv2.DMatch, query.tolist(), train.tolist(), dist.tolist()))
 
     def match_indices(
         self, queryDescriptors: Any, trainDescriptors: Any

@@ -429,9 +429,9 @@ def _dmatches(
     dist = descriptor_distances(f1.desc[query], f2.desc[train], binary)
     if not binary:
         dist = np.sqrt(dist)
-    return [
-        cv2.DMatch(int(q), int(t), float(d)) for q, t, d in zip(query, train, dist, strict=True)
-    ]
+    # cv2.DMatch(queryIdx, trainIdx, distance) mapped over Python lists: half the time of
+    # a comprehension converting numpy scalars one by one
+    return list(map(cv2.DMatch, query.tolist(), train.tolist(), dist.tolist()))
 
 
 def _fail(
