@@ -152,3 +152,48 @@ def test_replicate_pad_is_f_pad(pad, channels_last):
     with torch.enable_grad():  # under autograd it is F.pad itself
         y = x.clone().requires_grad_(True)
         assert torch.equal(replicate_pad(y, pad), want)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_zero_padded_conv_is_the_conv(channels_last):
+    """Written-out padding: the same function as the conv (up to rounding), in the input's
+    memory format, bitwise the same at 1 and 2 threads; under autograd the conv itself."""
+    from fundusfeat.features.network import ZeroPaddedConv, zero_pad
+
+    torch.manual_seed(4)
+    conv = nn.Conv2d(4, 4, 3, padding=4, dilation=4)
+    wrapped = ZeroPaddedConv(conv)
+    x = torch.randn(1, 4, 37, 45)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    padded = zero_pad(x, (1, 2, 3, 4))
+    assert torch.equal(padded, torch.nn.functional.pad(x, (1, 2, 3, 4)))
+    assert padded.is_contiguous(memory_format=torch.channels_last) == channels_last
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                outs.append(wrapped(x))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1])
+    with torch.no_grad():
+        torch.testing.assert_close(outs[0], conv(x), rtol=1e-5, atol=1e-5)
+    y = x.clone().requires_grad_(True)
+    assert torch.equal(wrapped(y), conv(y))
+    with pytest.raises(ValueError, match="zero padding"):
+        ZeroPaddedConv(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+
+
+def test_folding_writes_out_the_padding_of_wide_dilations():
+    """The default network's dilation-4 keypoint conv becomes a ZeroPaddedConv when
+    folded; the other convs stay plain."""
+    from fundusfeat.features.network import ZeroPaddedConv
+
+    folded = fold_for_inference(models.get("lean-dw-s1").build())
+    wrapped = [m.conv for m in folded.modules() if isinstance(m, ZeroPaddedConv)]
+    assert [c.dilation for c in wrapped] == [(4, 4)]
+    plain = [m for m in folded.modules() if isinstance(m, nn.Conv2d) and m not in wrapped]
+    assert all(max(m.dilation) < 3 for m in plain)
