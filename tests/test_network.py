@@ -155,45 +155,58 @@ def test_replicate_pad_is_f_pad(pad, channels_last):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_zero_padded_conv_is_the_conv(channels_last):
-    """Written-out padding: the same function as the conv (up to rounding), in the input's
-    memory format, bitwise the same at 1 and 2 threads; under autograd the conv itself."""
-    from fundusfeat.features.network import ZeroPaddedConv, zero_pad
+@pytest.mark.parametrize("relu", [False, True])
+def test_inference_conv_is_the_conv(channels_last, relu):
+    """The padding written out (dilation 4): the same function as the conv (up to
+    rounding), bitwise the same at 1 and 2 threads; the fused ReLU: bitwise the conv
+    then ``relu_`` (dilation 2; an input over 20 480 elements, which torch's own conv
+    also gives oneDNN); under autograd the conv (and ReLU) itself."""
+    from fundusfeat.features.network import InferenceConv, zero_pad
 
     torch.manual_seed(4)
-    conv = nn.Conv2d(4, 4, 3, padding=4, dilation=4)
-    wrapped = ZeroPaddedConv(conv)
-    x = torch.randn(1, 4, 37, 45)
+    x = torch.randn(1, 4, 64, 97)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     padded = zero_pad(x, (1, 2, 3, 4))
     assert torch.equal(padded, torch.nn.functional.pad(x, (1, 2, 3, 4)))
     assert padded.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+    def plain(conv, y):
+        out = conv(y)
+        return out.relu() if relu else out
+
+    wide = nn.Conv2d(4, 4, 3, padding=4, dilation=4)
+    near = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+    assert InferenceConv(wide).prepad and not InferenceConv(near).prepad
     threads = torch.get_num_threads()
     outs = []
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
             with torch.inference_mode():
-                outs.append(wrapped(x))
+                outs.append((InferenceConv(wide, relu)(x), InferenceConv(near, relu)(x)))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(a, b) for a, b in zip(outs[0], outs[1], strict=True))
     with torch.no_grad():
-        torch.testing.assert_close(outs[0], conv(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(outs[0][0], plain(wide, x), rtol=1e-5, atol=1e-5)
+        assert torch.equal(outs[0][1], plain(near, x))
     y = x.clone().requires_grad_(True)
-    assert torch.equal(wrapped(y), conv(y))
+    assert torch.equal(InferenceConv(wide, relu)(y), plain(wide, y))
     with pytest.raises(ValueError, match="zero padding"):
-        ZeroPaddedConv(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+        InferenceConv(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
 
 
-def test_folding_writes_out_the_padding_of_wide_dilations():
-    """The default network's dilation-4 keypoint conv becomes a ZeroPaddedConv when
-    folded; the other convs stay plain."""
-    from fundusfeat.features.network import ZeroPaddedConv
+def test_folding_fuses_the_relus_and_pads_wide_dilations():
+    """Folded, every conv of the default network that a ReLU follows runs it fused, and
+    the dilation-4 keypoint conv has its padding written out; no ReLU module is left."""
+    from fundusfeat.features.network import InferenceConv
 
     folded = fold_for_inference(models.get("lean-dw-s1").build())
-    wrapped = [m.conv for m in folded.modules() if isinstance(m, ZeroPaddedConv)]
-    assert [c.dilation for c in wrapped] == [(4, 4)]
-    plain = [m for m in folded.modules() if isinstance(m, nn.Conv2d) and m not in wrapped]
+    wrapped = [m for m in folded.modules() if isinstance(m, InferenceConv)]
+    assert [m.conv.dilation for m in wrapped if m.prepad] == [(4, 4)]
+    assert sum(m.relu for m in wrapped) == 10
+    assert not any(isinstance(m, nn.ReLU) for m in folded.modules())
+    inner = {id(m.conv) for m in wrapped}
+    plain = [m for m in folded.modules() if type(m) is nn.Conv2d and id(m) not in inner]
     assert all(max(m.dilation) < 3 for m in plain)
