@@ -30,9 +30,26 @@ def test_results_in_call_order_and_threads_divided(two_threads) -> None:
     out = run_shared([lambda i=i: call(i) for i in range(5)])
     assert out == [0, 1, 4, 9, 16]
     assert {count for _, count in seen} == {1}  # two workers, one torch thread each
-    workers = {thread for thread, _ in seen}  # thread objects (idents are reused)
-    assert len(workers) == 2 and threading.current_thread() not in workers
+    workers = {thread for thread, _ in seen}
+    assert len(workers) == 2 and threading.current_thread() in workers  # the caller's share
     assert torch.get_num_threads() == 2
+
+
+def test_worker_threads_are_kept_and_rebuilt_after_a_fork(two_threads, monkeypatch) -> None:
+    """The other share runs in the same kept thread call after call; in a process with
+    another pid (a forked child, whose parent's threads did not come along) a new pool
+    is made."""
+    from fundusfeat.features import threads
+
+    def workers():
+        return run_shared([threading.current_thread] * 2)
+
+    first, again = workers(), workers()
+    assert first[0] is threading.current_thread() and first[1] is not first[0]
+    assert again[1] is first[1]
+    pid = threads.os.getpid()
+    monkeypatch.setattr(threads.os, "getpid", lambda: pid + 1)
+    assert workers()[1] is not first[1]
 
 
 def test_first_error_in_call_order_is_raised_and_threads_restored(two_threads) -> None:

@@ -7,6 +7,15 @@ one thread each, the two images keep both cores busy. The results do not change:
 operation of the detection gives bitwise the same values at any thread count
 (``tests/test_determinism.py``).
 
+The caller's thread runs its share itself and the others run in worker threads kept for
+the life of the process (one pool per process, rebuilt after a fork). Threads made for
+each call cost more than their creation: a forward in a new thread took 1.3x the time of
+the same forward in the main thread (glibc gives every new thread a memory arena whose
+pages are faulted in again), and 2-core runs of the bench's nine pairs measured
+``register()`` at 0.163-0.187 s per pair with kept workers against 0.181-0.209 s with
+new threads, whose exits also slowed the SIFT-CLAHE pipeline run after them in the same
+process (0.14-0.16 s per pair, up to 0.23 s).
+
 Torch's thread count is one setting of the process: :func:`run_shared` lowers it while
 its workers run and restores it after, so torch work run by other threads of the
 process at that moment gets the lowered count (the results, again, are the same).
@@ -14,8 +23,10 @@ process at that moment gets the lowered count (the results, again, are the same)
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import torch
@@ -25,15 +36,31 @@ T = TypeVar("T")
 _LOCK = threading.Lock()
 """One :func:`run_shared` at a time changes torch's thread count (others run serially)."""
 
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_pid = 0
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    """The process's pool of at least ``n`` kept worker threads (called under _LOCK)."""
+    global _pool, _pool_size, _pool_pid
+    if _pool is None or _pool_pid != os.getpid() or _pool_size < n:
+        if _pool is not None and _pool_pid == os.getpid():
+            _pool.shutdown(wait=False)
+        _pool = ThreadPoolExecutor(n, thread_name_prefix="fundusfeat-shared")
+        _pool_size, _pool_pid = n, os.getpid()
+    return _pool
+
 
 def run_shared(calls: Sequence[Callable[[], T]]) -> list[T]:
     """Run ``calls`` side by side, torch's CPU threads divided among them.
 
     With ``n = torch.get_num_threads()`` and ``k = min(len(calls), n)`` workers, each
-    worker runs its share of the calls (in order) at ``n // k`` torch threads; with one
-    call, one thread, or while another :func:`run_shared` is running, the calls run one
-    after the other in the caller's thread. An exception of a call is raised here (the
-    first in call order) after every worker has finished.
+    worker runs its share of the calls (in order) at ``n // k`` torch threads: the
+    caller's thread the first share, kept worker threads the others; with one call, one
+    thread, or while another :func:`run_shared` is running, the calls run one after the
+    other in the caller's thread. An exception of a call is raised here (the first in
+    call order) after every worker has finished.
 
     Args:
         calls: functions of no arguments; each runs its own ``torch.inference_mode`` or
@@ -46,19 +73,18 @@ def run_shared(calls: Sequence[Callable[[], T]]) -> list[T]:
     workers = min(len(calls), total)
     if workers < 2 or not _LOCK.acquire(blocking=False):
         return [call() for call in calls]
+    each = total // workers
+    outcomes: list[list[tuple[T | None, BaseException | None]]] = [[] for _ in range(workers)]
+    futures: list[Future] = []
     try:
-        torch.set_num_threads(total // workers)
-        # fresh threads: each takes torch's thread count as it is now, at its first op
-        outcomes: list[list[tuple[T | None, BaseException | None]]] = [[] for _ in range(workers)]
-        threads = [
-            threading.Thread(target=_run_all, args=(calls[w::workers], outcomes[w]))
-            for w in range(workers)
+        torch.set_num_threads(each)
+        pool = _workers(workers - 1)
+        futures = [
+            pool.submit(_run_all, calls[w::workers], outcomes[w], each) for w in range(1, workers)
         ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _run_all(calls[0::workers], outcomes[0], each)
     finally:
+        wait(futures)
         torch.set_num_threads(total)
         _LOCK.release()
     ordered: list[tuple[T | None, BaseException | None]] = [(None, None)] * len(calls)
@@ -71,9 +97,14 @@ def run_shared(calls: Sequence[Callable[[], T]]) -> list[T]:
 
 
 def _run_all(
-    calls: Sequence[Callable[[], T]], out: list[tuple[T | None, BaseException | None]]
+    calls: Sequence[Callable[[], T]],
+    out: list[tuple[T | None, BaseException | None]],
+    threads: int,
 ) -> None:
-    """Run ``calls`` in order, appending ``(result, None)`` or ``(None, exception)``."""
+    """Run ``calls`` in order at ``threads`` torch threads, appending ``(result, None)``
+    or ``(None, exception)``. (A thread takes torch's thread count once, at its first
+    op; a kept worker sets it again for each share.)"""
+    torch.set_num_threads(threads)
     for call in calls:
         try:
             out.append((call(), None))
