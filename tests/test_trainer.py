@@ -257,43 +257,6 @@ def test_lean_dw_s1_shift_recipe_fine_tunes_the_shipped_branch(tmp_path: Path) -
     assert det.model == "lean-dw-s1"
 
 
-def test_lean_dw_s1_c3_recipe_starts_from_the_sliced_default_model(tmp_path: Path) -> None:
-    """lean_dw_s1_c3.toml: every tensor starts from the shipped lean-dw-s1 weights, the
-    3-channel branch's from the first three channels of the 4-channel one's
-    (model.init_slice); the encoder stays frozen and the branch trains; the checkpoint
-    loads as "lean-dw-s1-c3"."""
-    recipe = load_config(ROOT / "training" / "configs" / "lean_dw_s1_c3.toml")
-    assert recipe.model.init_slice
-    cfg = _smoke(tmp_path, steps=2, val_every=0)
-    trainer = Trainer(dataclasses.replace(cfg, model=recipe.model, loss=recipe.loss))
-    shipped = R2D2Fundus.create(model="lean-dw-s1", device="cpu").core.state_dict
-    start = {k: v.clone() for k, v in trainer.net.state_dict().items()}
-    assert set(start) == set(shipped)
-    assert start["key.1.0.weight"].shape == (3, 3, 3, 3)
-    assert torch.equal(start["key.1.0.weight"], shipped["key.1.0.weight"][:3, :3])
-    assert torch.equal(start["key.0.1.running_var"], shipped["key.0.1.running_var"][:3])
-    assert torch.equal(start["sal.weight"], shipped["sal.weight"][:, :3])
-    assert torch.equal(start["enc8.0.0.weight"], shipped["enc8.0.0.weight"])
-    trainer.fit()
-    own = trainer.net.state_dict()
-    for name, value in start.items():
-        if name.split(".")[0] in ("stem", "enc4", "enc8", "clf"):
-            assert torch.equal(own[name], value), name
-    assert not torch.equal(own["key.2.0.weight"], start["key.2.0.weight"])
-    det = R2D2Fundus.create(weights=str(tmp_path / "last.pt"), device="cpu", target_diameter=256)
-    assert det.model == "lean-dw-s1-c3"
-
-
-def test_leading_slice_takes_the_first_entries_of_each_dimension() -> None:
-    from fundusfeat.training.trainer import fits_in, leading_slice
-
-    t = torch.arange(2 * 4 * 3).reshape(2, 4, 3)
-    assert fits_in(torch.Size([2, 3, 3]), t) and fits_in(t.shape, t)
-    assert not fits_in(torch.Size([3, 3, 3]), t) and not fits_in(torch.Size([2, 3]), t)
-    out = leading_slice(t, torch.Size([1, 3, 2]))
-    assert torch.equal(out, t[:1, :3, :2]) and out.data_ptr() != t.data_ptr()
-
-
 def test_init_from_must_be_paths() -> None:
     with pytest.raises(ValueError, match="model.init_from"):
         config_from_dict({"model": {"init_from": ["a.pt", ""]}})

@@ -21,7 +21,6 @@ from fundusfeat.features.network import (
     LeanNet,
     LeanNetDW,
     LeanNetDWS1,
-    LeanNetDWS1C3,
     LeanNetS1,
     R2D2Net,
 )
@@ -121,16 +120,6 @@ MODELS: dict[str, ModelSpec] = {
             trained=True,
             summary="a lighter lean (depthwise-separable encoder, 8-channel keypoints; "
             "about 0.8x lean's detection time)",
-        ),
-        ModelSpec(
-            name="lean-dw-s1-c3",
-            network=LeanNetDWS1C3,
-            defaults=DetectorConfig(),
-            weights=None,
-            sha256=None,
-            trained=False,
-            summary="lean-dw-s1 with a 3-channel keypoint branch (issue 31; "
-            "training/configs/lean_dw_s1_c3.toml, not shipped)",
         ),
         ModelSpec(
             name="fast-v1",

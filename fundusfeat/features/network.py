@@ -633,24 +633,6 @@ class LeanNetDWS1(LeanNetS1):
         super().__init__(dim, key_channels, separable=True)
 
 
-class LeanNetDWS1C3(LeanNetS1):
-    """:class:`LeanNetDWS1` with a 3-channel stride-1 keypoint branch in place of 4
-    (``"lean-dw-s1-c3"``, issue 31): the same layers (four 3x3 convs, dilations 1, 2, 4,
-    1, and a two-class 1x1 head), one channel narrower. Weights:
-    ``training/configs/lean_dw_s1_c3.toml`` (the shipped ``lean-dw-s1`` tensors, the
-    branch's sliced to their first three channels; the encoder frozen, the branch
-    distilled from :class:`FastNet`).
-
-    Args:
-        dim: descriptor size.
-    """
-
-    name = "lean-dw-s1-c3"
-
-    def __init__(self, dim: int = 128) -> None:
-        super().__init__(dim, key_channels=3, separable=True)
-
-
 def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 

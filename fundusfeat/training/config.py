@@ -43,9 +43,6 @@ class ModelConfig:
         freeze: names of the network's top-level modules (e.g. ``["stem", "enc4"]``)
             that are not trained: their parameters keep their initial values (from
             ``init_from``) and their BatchNorm statistics stay fixed (eval mode).
-        init_slice: ``init_from`` also initialises a tensor of the same name and number
-            of dimensions but a smaller shape, from the leading slice of the file's
-            (a narrower layer starts from the first channels of a wider one).
     """
 
     name: str = "fast"
@@ -53,7 +50,6 @@ class ModelConfig:
     init_from: str | tuple[str, ...] = ""
     teacher: str = ""
     freeze: tuple[str, ...] = ()
-    init_slice: bool = False
 
 
 @dataclass(frozen=True)

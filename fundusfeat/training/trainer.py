@@ -217,19 +217,13 @@ class Trainer:
         logger.info("resumed from %s at step %d", path, self.state.step)
 
     def _init_from(self, path: Path) -> None:
-        """Copy every tensor of ``path`` whose name and shape match into the network
-        (with ``model.init_slice``, also the leading slice of a larger one)."""
+        """Copy every tensor of ``path`` whose name and shape match into the network."""
         if not path.is_file():
             raise FileNotFoundError(f"model.init_from: no such checkpoint: {path}")
         obj = torch.load(path, map_location="cpu", weights_only=True)
         source = obj.get("state_dict", obj) if isinstance(obj, dict) else {}
         own = self.net.state_dict()
-        slicing = self.cfg.model.init_slice
-        taken = {
-            k: leading_slice(v, own[k].shape) if slicing else v
-            for k, v in source.items()
-            if k in own and (own[k].shape == v.shape or (slicing and fits_in(own[k].shape, v)))
-        }
+        taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
         self.net.load_state_dict(taken, strict=False)
         logger.info(
             "initialised %d of %d tensors from %s (new: %s)",
@@ -330,16 +324,3 @@ class Trainer:
         logger.info(" ".join(f"{k}={v:.4g}" for k, v in info.items()))
         if progress is not None:
             progress(info)
-
-
-def fits_in(shape: torch.Size, tensor: torch.Tensor) -> bool:
-    """Whether a tensor of ``shape`` is a leading slice of ``tensor``: as many dimensions,
-    none larger."""
-    return len(shape) == tensor.ndim and all(
-        a <= b for a, b in zip(shape, tensor.shape, strict=True)
-    )
-
-
-def leading_slice(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``tensor[:shape[0], :shape[1], ...]`` (a copy), e.g. the first 3 of 4 channels."""
-    return tensor[tuple(slice(0, n) for n in shape)].clone()
