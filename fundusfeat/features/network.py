@@ -728,13 +728,13 @@ def fold_for_inference(net: nn.Module) -> nn.Module:
         if isinstance(module, nn.Sequential):
             _fuse_relus(module)
         for name, child in list(module.named_children()):
-            if _runs_as_is(child) and InferenceConv(child).prepad:
+            if _plain_conv(child) and InferenceConv(child).prepad:
                 setattr(module, name, InferenceConv(child))
     return folded
 
 
-def _runs_as_is(module: nn.Module) -> bool:
-    """Whether ``module`` is a zero-padded ``Conv2d`` that :class:`InferenceConv` can run."""
+def _plain_conv(module: nn.Module) -> bool:
+    """Whether ``module`` is a plain zero-padded ``Conv2d`` (what :class:`InferenceConv` wraps)."""
     return (
         type(module) is nn.Conv2d
         and module.padding_mode == "zeros"
@@ -753,7 +753,7 @@ def _fuse_relus(seq: nn.Sequential) -> None:
             seq[i] = nn.Identity()
             last = None
         elif not isinstance(module, nn.Identity):
-            last = i if _runs_as_is(module) else None
+            last = i if _plain_conv(module) else None
 
 
 def _check_images(images: torch.Tensor) -> None:
