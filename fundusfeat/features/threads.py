@@ -10,8 +10,8 @@ operation of the detection gives bitwise the same values at any thread count
 The caller's thread runs its share itself and the others run in worker threads kept for
 the life of the process (one pool per process, rebuilt after a fork). Threads made for
 each call cost more than their creation: a forward in a new thread took 1.3x the time of
-the same forward in the main thread (glibc gives every new thread a memory arena whose
-pages are faulted in again), and 2-core runs of the bench's nine pairs measured
+the same forward in the main thread (equal with glibc's arenas limited to one: a new
+thread's memory arena is faulted in again), and 2-core runs of the bench's nine pairs measured
 ``register()`` at 0.163-0.187 s per pair with kept workers against 0.181-0.209 s with
 new threads, whose exits also slowed the SIFT-CLAHE pipeline run after them in the same
 process (0.14-0.16 s per pair, up to 0.23 s).
