@@ -374,7 +374,7 @@ class InferenceConv(nn.Module):
         if isinstance(conv.padding, str):
             raise ValueError("conv's padding must be given as numbers")
         self.conv, self.relu = conv, relu
-        self.prepad = max(conv.padding) > 0 and max(conv.dilation) >= PREPAD_DILATION
+        self.prepad = _pads_first(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
@@ -728,7 +728,7 @@ def fold_for_inference(net: nn.Module) -> nn.Module:
         if isinstance(module, nn.Sequential):
             _fuse_relus(module)
         for name, child in list(module.named_children()):
-            if _plain_conv(child) and InferenceConv(child).prepad:
+            if _plain_conv(child) and _pads_first(child):
                 setattr(module, name, InferenceConv(child))
     return folded
 
@@ -740,6 +740,12 @@ def _plain_conv(module: nn.Module) -> bool:
         and module.padding_mode == "zeros"
         and not isinstance(module.padding, str)
     )
+
+
+def _pads_first(conv: nn.Conv2d) -> bool:
+    """Whether :class:`InferenceConv` writes ``conv``'s padding out: padded, with a
+    dilation of :data:`PREPAD_DILATION` or more."""
+    return max(conv.padding) > 0 and max(conv.dilation) >= PREPAD_DILATION
 
 
 def _fuse_relus(seq: nn.Sequential) -> None:

@@ -77,7 +77,6 @@ def run_shared(calls: Sequence[Callable[[], T]]) -> list[T]:
     outcomes: list[list[tuple[T | None, BaseException | None]]] = [[] for _ in range(workers)]
     futures: list[Future] = []
     try:
-        torch.set_num_threads(each)
         pool = _workers(workers - 1)
         futures = [
             pool.submit(_run_all, calls[w::workers], outcomes[w], each) for w in range(1, workers)
@@ -102,8 +101,8 @@ def _run_all(
     threads: int,
 ) -> None:
     """Run ``calls`` in order at ``threads`` torch threads, appending ``(result, None)``
-    or ``(None, exception)``. (A thread takes torch's thread count once, at its first
-    op; a kept worker sets it again for each share.)"""
+    or ``(None, exception)``. The count is set in this thread for every share: a thread
+    takes torch's count once, at its first op, and a kept worker outlives the call."""
     torch.set_num_threads(threads)
     for call in calls:
         try:

@@ -41,7 +41,7 @@ from fundusfeat.geometry.estimation import (
     robust_homography,
 )
 from fundusfeat.geometry.guided import descriptor_distances, refine
-from fundusfeat.geometry.matching import FundusMatcher
+from fundusfeat.geometry.matching import FundusMatcher, as_dmatches
 from fundusfeat.geometry.transforms import MODELS, Transform, homography_transform
 from fundusfeat.geometry.verification import (
     DEFAULT_THRESHOLD,
@@ -429,9 +429,7 @@ def _dmatches(
     dist = descriptor_distances(f1.desc[query], f2.desc[train], binary)
     if not binary:
         dist = np.sqrt(dist)
-    # cv2.DMatch(queryIdx, trainIdx, distance) mapped over Python lists: half the time of
-    # a comprehension converting numpy scalars one by one
-    return list(map(cv2.DMatch, query.tolist(), train.tolist(), dist.tolist()))
+    return as_dmatches(query, train, dist)
 
 
 def _fail(
